@@ -46,3 +46,10 @@ lock:
 	.lock-venv/bin/python -m pip install -q -r requirements.in
 	.lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -vE '^(pip|facex-)' > requirements.lock
 	rm -rf .lock-venv
+
+## benchmarks (print side-by-side ratios measured in one run; not part of the test suite)
+bench-extract: setup
+	$(BIN)/python benchmarks/extract.py
+
+bench-model: setup
+	$(BIN)/python benchmarks/model_frc.py

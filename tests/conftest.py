@@ -1,0 +1,46 @@
+"""Shared fixtures: the real footage beside the checkout, and a small generated sample set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "real" in item.keywords and not REAL_DATA.is_dir():
+            item.add_marker(pytest.mark.skip(reason=f"real footage not found at {REAL_DATA}"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """../shared/data/real (videos/p01..p06.mp4, images/...); tests using it carry @pytest.mark.real."""
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_path_factory) -> Path:
+    """A small CelebV-HQ-layout sample set (2 people x 1 clip, 256 px, ~1.2 s) for fast tests."""
+    from facex_data.sample import SampleSetConfig, make_sample_set
+
+    out = tmp_path_factory.mktemp("sample")
+    cfg = SampleSetConfig(out_dir=out, seed=7, clips_per_person=1, size=256, min_seconds=1.0, max_seconds=1.4)
+    make_sample_set(cfg, progress=False)
+    return out
