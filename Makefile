@@ -28,7 +28,7 @@ $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PKGS))
 
 ## demo: the main job, every DVC stage on the embedded default profile
 demo: setup
-	$(BIN)/dvc repro
+	$(BIN)/python -m dvc repro
 
 ## test: the whole test suite (CI runs exactly this)
 test: setup

@@ -1,0 +1,87 @@
+"""params.yaml parsing: every mistake a user can make names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import DEFAULT_PARAMS, Params, ParamsError, load_params
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repo_params_files_parse():
+    params = load_params(DEFAULT_PARAMS)
+    assert isinstance(params, Params)
+    assert params.sample.fps == 25 and params.sample.size == 512
+    real = load_params(DEFAULT_PARAMS.parent / "params" / "celebvhq-sd15.yaml")
+    assert isinstance(real, Params)
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write(tmp_path, {"sample": {"seed": 1, "fsp": 25}})
+    with pytest.raises(ParamsError, match=r"unknown key sample\.fsp") as err:
+        load_params(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown key sampel"):
+        load_params(write(tmp_path, {"sampel": {}}))
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"fps": "fast"}, r"sample\.fps: expected int, got 'fast'"),
+        ({"fps": 2.5}, r"sample\.fps: expected int"),
+        ({"seed": True}, r"sample\.seed: expected int"),
+        ({"min_seconds": "1s"}, r"sample\.min_seconds: expected float"),
+        ({"extra_portraits": "a.jpg"}, r"sample\.extra_portraits: expected"),
+        ({"extra_portraits": [3]}, r"sample\.extra_portraits\[0\]: expected InputPath"),
+    ],
+)
+def test_wrong_type_is_named(tmp_path, section, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, {"sample": section}))
+
+
+def test_int_is_accepted_for_float(tmp_path):
+    params = load_params(write(tmp_path, {"sample": {"min_seconds": 2, "max_seconds": 3}}))
+    assert params.sample.min_seconds == 2.0 and isinstance(params.sample.min_seconds, float)
+
+
+def test_missing_input_path_is_named_only_for_the_running_stage(tmp_path):
+    path = write(tmp_path, {"sample": {"extra_portraits": ["portraits/nobody.jpg"]}})
+    load_params(path)  # other stages may still parse it
+    with pytest.raises(ParamsError, match=r"sample\.extra_portraits\[0\]: path .*nobody\.jpg does not exist"):
+        load_params(path, check_inputs=("sample",))
+
+
+def test_relative_paths_resolve_against_the_params_repo(tmp_path):
+    (tmp_path / "params").mkdir()
+    profile = tmp_path / "params" / "real.yaml"
+    profile.write_text(yaml.safe_dump({"sample": {"out_dir": "data/x"}}))
+    assert load_params(profile).sample.out_dir == tmp_path / "data" / "x"
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sample: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_stage_script_exits_with_the_message(tmp_path, capsys):
+    from pipelines.make_sample import main
+
+    assert main(["--params", str(write(tmp_path, {"sample": {"fps": "x"}}))]) == 2
+    assert "sample.fps: expected int" in capsys.readouterr().err
