@@ -31,10 +31,44 @@ class ParamsError(ValueError):
 
 
 @dataclass(frozen=True)
+class ModelsParams:
+    """Where the weights users bring live, and which backbone a run uses (nothing is downloaded)."""
+
+    dir: Path = Path("models")  # the models dir (FACEX_MODELS_DIR overrides it)
+    backbone: str = "tiny"  # "tiny": a random SD-architecture stand-in; else a diffusers folder under dir
+    vision_encoder: str = "tiny"  # "tiny", or a transformers CLIP folder under dir
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    """How many Ray workers a distributed stage uses, and whether each gets a GPU."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training numbers (paper §3.5 / §4 in the real profile); the training stage reads them."""
+
+    resolution: int = 64
+    batch_size: int = 2
+    learning_rate: float = 1.0e-5
+    generalist_steps: int = 20
+    specialist_steps: dict[str, int] = field(default_factory=lambda: {"reenact": 10, "swap": 10})
+    cond_drop_prob: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of a params file. Sections later stages add are new fields here."""
 
     sample: SampleSetConfig = field(default_factory=SampleSetConfig)
+    models: ModelsParams = field(default_factory=ModelsParams)
+    compute: ComputeParams = field(default_factory=ComputeParams)
+    train: TrainParams = field(default_factory=TrainParams)
 
 
 def params_path(explicit: str | os.PathLike | None = None) -> Path:

@@ -21,7 +21,9 @@ def test_repo_params_files_parse():
     assert isinstance(params, Params)
     assert params.sample.fps == 25 and params.sample.size == 512
     real = load_params(DEFAULT_PARAMS.parent / "params" / "celebvhq-sd15.yaml")
-    assert isinstance(real, Params)
+    assert (real.train.batch_size, real.train.learning_rate, real.train.resolution) == (32, 1e-5, 256)
+    assert real.train.specialist_steps == {"reenact": 15000, "swap": 5000}
+    assert real.compute.num_workers == 4 and real.compute.use_gpu
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -50,6 +52,19 @@ def test_unknown_section_is_named(tmp_path):
 def test_wrong_type_is_named(tmp_path, section, message):
     with pytest.raises(ParamsError, match=message):
         load_params(write(tmp_path, {"sample": section}))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"compute": {"mixed_precision": "fp8"}}, r"compute\.mixed_precision: expected one of 'no', 'bf16', 'fp16'"),
+        ({"train": {"specialist_steps": {"swap": "many"}}}, r"train\.specialist_steps\.swap: expected int"),
+        ({"compute": 4}, r"compute: expected a mapping"),
+    ],
+)
+def test_nested_and_choice_errors_are_named(tmp_path, data, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, data))
 
 
 def test_int_is_accepted_for_float(tmp_path):
