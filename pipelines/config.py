@@ -19,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from facex_data.paths import InputPath
+from facex_data.pipeline import ExtractConfig
 from facex_data.sample import SampleSetConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,7 @@ class Params:
     """Every section of a params file. Sections later stages add are new fields here."""
 
     sample: SampleSetConfig = field(default_factory=SampleSetConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     models: ModelsParams = field(default_factory=ModelsParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
     train: TrainParams = field(default_factory=TrainParams)

@@ -1,0 +1,448 @@
+"""The extraction pipeline: clips -> decoded sampled frames -> extractors -> WebDataset shards.
+
+Two runners share every step but the scheduling: ``ray`` (decode in Ray tasks, extractors in a pool
+of restartable actors, bounded in-flight batches) and ``local`` (one process, a plain loop; the
+benchmark's baseline). Complete shards (stats file present) are skipped, incomplete ones redone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from facex_data import schema
+from facex_data.decode import DecodeError, VideoInfo, decode_frames, probe
+from facex_data.extractors import ExtractorOptions, ExtractorSet, FaceFeatures, build_extractors
+from facex_data.manifest import Clip, ClipManifest, SamplingPolicy, ShardPlan
+from facex_data.paths import InputPath
+from facex_data.shards import ShardWriter, encode_jpg, encode_json, encode_npy, encode_png, write_ledger
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """The ``extract`` section of params: input, sampling, backend, sharding and Ray resources."""
+
+    input_dir: InputPath = InputPath("data/sample")
+    out_dir: Path = Path("data/shards")
+    extractors: str = "offline"  # backend name in facex_data.extractors' registry ("offline", "paper")
+    models_dir: Path | None = None  # weights the paper backend reads; unused by "offline"
+    device: str = "cpu"
+    sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
+    crop_size: int = 256
+    jpeg_quality: int = 95
+    detector_upsample: int = 0  # HOG upsampling: 1 finds faces down to ~40 px at ~4x the cost
+    clips_per_shard: int = 4
+    batch_size: int = 8  # frames per decode task and per extractor call
+    runner: Literal["ray", "local"] = "ray"
+    num_actors: int = 2
+    actor_num_cpus: float = 0.75  # fractional, so decode tasks still find CPU on a 2-core machine
+    actor_num_gpus: float = 0.0
+    decode_num_cpus: float = 0.25
+    max_inflight_batches: int = 6  # decoded + extracting batches in flight: bounds memory
+    decode_timeout_s: float = 120.0  # a decode (or probe) running longer is a hung decoder: cancel it
+    ray_num_cpus: int = 0  # CPUs of the local Ray the stage starts (0 = all); ignored on a cluster
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.num_actors < 1 or self.max_inflight_batches < 1:
+            raise ValueError("extract.batch_size, num_actors and max_inflight_batches must be >= 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"extract.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+    def extractor_options(self) -> ExtractorOptions:
+        return ExtractorOptions(self.crop_size, self.detector_upsample, self.models_dir, self.device)
+
+
+@dataclass
+class ChunkResult:
+    samples: list[dict]
+    no_face: int
+    multi_face: int
+
+
+class FrameExtractor:
+    """Runs an ExtractorSet on decoded frames and encodes shard samples (one per frame with a face)."""
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # parallelism comes from actors; OpenCV threads would oversubscribe the cores
+        self.cfg = cfg
+        self.extractors: ExtractorSet = build_extractors(cfg.extractors, cfg.extractor_options())
+        self.description = self.extractors.describe()
+
+    def ready(self) -> bool:
+        return True
+
+    def __call__(self, clip: Clip, video: VideoInfo, indices: list[int], frames: np.ndarray) -> ChunkResult:
+        features = self.extractors(frames)
+        samples = [self.encode(clip, video, idx, f) for idx, f in zip(indices, features) if f is not None]
+        multi = sum(1 for f in features if f is not None and f.detection.n_faces > 1)
+        return ChunkResult(samples, sum(1 for f in features if f is None), multi)
+
+    def encode(self, clip: Clip, video: VideoInfo, frame_index: int, f: FaceFeatures) -> dict:
+        meta = {
+            "clip_id": clip.clip_id,
+            "frame_index": frame_index,
+            "fps": round(video.fps, 4),
+            "time_sec": round(frame_index / video.fps, 4) if video.fps > 0 else None,
+            "frame_size": [video.width, video.height],
+            "bbox": list(f.detection.bbox),
+            "n_faces": f.detection.n_faces,
+            "align_transform": np.round(f.detection.transform, 6).tolist(),
+            "crop_size": self.cfg.crop_size,
+            "extractors": self.description,
+            "attributes": clip.info.get("attributes"),
+            "ytb_id": clip.info.get("ytb_id"),
+            "schema_version": schema.SCHEMA_VERSION,
+        }
+        return {
+            "__key__": schema.sample_key(clip.clip_id, frame_index),
+            schema.JPG: encode_jpg(f.detection.crop, self.cfg.jpeg_quality),
+            schema.PARSING: encode_png(f.parsing),
+            schema.IDENTITY: encode_npy(f.identity),
+            schema.TDMM: encode_npy(f.tdmm),
+            schema.GAZE: encode_npy(f.gaze),
+            schema.LANDMARKS: encode_npy(f.detection.landmarks),
+            schema.META: encode_json(meta),
+        }
+
+
+def plan_clip(clip: Clip, policy: SamplingPolicy) -> tuple[VideoInfo, list[int]]:
+    """Probe a clip and choose its frames; DecodeError with the reason if it cannot be used."""
+    video = probe(clip.path)
+    indices = policy.indices(video.n_frames, video.fps)
+    if not indices:
+        raise DecodeError(
+            f"{clip.path}: clip has {video.n_frames} frames, shorter than the sampling window "
+            f"(extract.sampling.min_clip_frames = {policy.min_clip_frames}); skipped"
+        )
+    return video, indices
+
+
+def chunks(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
+
+
+@dataclass
+class ClipState:
+    """A clip in flight: its chunks' results as they arrive, or the reason it was skipped."""
+
+    clip: Clip
+    shard: str
+    video: VideoInfo | None = None
+    n_chunks: int = -1
+    done: dict[int, ChunkResult] = field(default_factory=dict)
+    reason: str | None = None
+    settled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.reason is not None or (self.n_chunks >= 0 and len(self.done) == self.n_chunks)
+
+    def record(self) -> dict:
+        rec: dict = {"clip_id": self.clip.clip_id, "file": self.clip.path.name}
+        if self.video is not None:
+            rec.update(n_frames=self.video.n_frames, fps=round(self.video.fps, 4),
+                       size=[self.video.width, self.video.height])
+        results = list(self.done.values())
+        samples = sum(len(r.samples) for r in results)
+        no_face = sum(r.no_face for r in results)
+        rec.update(sampled=samples + no_face, no_face_frames=no_face,
+                   multi_face_frames=sum(r.multi_face for r in results))
+        if self.reason is None and samples == 0:
+            self.reason = (f"{self.clip.path}: no face found in any of the {no_face} sampled frames "
+                           "(no human face, or faces too small: raise extract.detector_upsample)")
+        if self.reason is not None:
+            rec.update(status="skipped", frames=0, reason=self.reason)
+        else:
+            rec.update(status="written", frames=samples)
+            if rec["multi_face_frames"]:
+                rec["note"] = f"{rec['multi_face_frames']} frames showed several faces; the largest was kept"
+        return rec
+
+    def samples(self) -> list[dict]:
+        if self.reason is not None:
+            return []
+        return [s for i in sorted(self.done) for s in self.done[i].samples]
+
+
+@dataclass
+class RunSummary:
+    shards_total: int
+    shards_skipped_complete: int
+    shards_written: int
+    clips_written: int
+    clips_skipped: int
+    samples: int
+    seconds: float
+    frames_processed: int
+    ledger: dict
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_processed / self.seconds if self.seconds > 0 else 0.0
+
+    def table(self) -> str:
+        rows = [
+            ("shards", f"{self.shards_total} ({self.shards_written} written, "
+                       f"{self.shards_skipped_complete} already complete)"),
+            ("clips written", str(self.clips_written)),
+            ("clips skipped", str(self.clips_skipped)),
+            ("samples (frames with a face)", str(self.samples)),
+            ("frames processed this run", str(self.frames_processed)),
+            ("wall time", f"{self.seconds:.1f} s"),
+            ("throughput", f"{self.frames_per_second:.2f} frames/s"),
+        ]
+        reasons: dict[str, int] = {}
+        for c in self.ledger["clips"]:
+            if c["status"] == "skipped":
+                reasons[c["reason"].split(": ", 1)[-1][:70]] = reasons.get(c["reason"].split(": ", 1)[-1][:70], 0) + 1
+        rows += [(f"  skipped: {r}", str(n)) for r, n in sorted(reasons.items())]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+class _Progress:
+    def __init__(self, total_clips: int, enabled: bool) -> None:
+        self.bar = tqdm(total=total_clips, unit="clip", desc="extract", disable=not enabled, dynamic_ncols=True)
+        self.frames = 0
+        self.start = time.monotonic()
+
+    def clip_done(self) -> None:
+        self.bar.update(1)
+
+    def frames_done(self, n: int) -> None:
+        self.frames += n
+        rate = self.frames / max(time.monotonic() - self.start, 1e-6)
+        self.bar.set_postfix(frames=self.frames, fps=f"{rate:.1f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _ShardAssembler:
+    """Collects finished clips per shard and writes each shard once all its clips are in."""
+
+    def __init__(self, writer: ShardWriter, plans: list[ShardPlan]) -> None:
+        self.writer = writer
+        self.waiting = {p.name: {c.clip_id for c in p.clips} for p in plans}
+        self.states: dict[str, list[ClipState]] = {p.name: [] for p in plans}
+        self.stats: list[dict] = []
+
+    def add(self, state: ClipState) -> None:
+        self.states[state.shard].append(state)
+        self.waiting[state.shard].discard(state.clip.clip_id)
+        if not self.waiting[state.shard]:
+            states = self.states.pop(state.shard)
+            records = [s.record() for s in states]
+            samples = [x for s in states for x in s.samples()]
+            self.stats.append(self.writer.write(state.shard, samples, records))
+
+
+def _prepare(cfg: ExtractConfig) -> tuple[ShardWriter, list[ShardPlan], list[ShardPlan], list[dict]]:
+    manifest = ClipManifest.scan(cfg.input_dir)
+    writer = ShardWriter(cfg.out_dir)
+    plans = manifest.shards(cfg.clips_per_shard)
+    expected = {f"shard-{p.index:06d}" for p in plans}
+    for stale in cfg.out_dir.glob("shard-*.tar"):  # shards of an earlier, larger input
+        if stale.name.removesuffix(".tar") not in expected:
+            writer.discard(stale.name.removesuffix(".tar"))
+    done_stats, todo = [], []
+    for plan in plans:
+        if writer.is_complete(plan.name):
+            done_stats.append(writer.read_stats(plan.name))
+        else:
+            writer.discard(plan.name)
+            todo.append(plan)
+    return writer, plans, todo, done_stats
+
+
+def _finish(cfg: ExtractConfig, plans: list[ShardPlan], todo: list[ShardPlan], done_stats: list[dict],
+            assembler: _ShardAssembler, start: float, frames: int) -> RunSummary:
+    all_stats = sorted(done_stats + assembler.stats, key=lambda s: s["shard"])
+    seconds = time.monotonic() - start
+    ledger = write_ledger(cfg.out_dir, all_stats, {
+        "runner": cfg.runner, "extractors": cfg.extractors, "input_dir": str(cfg.input_dir),
+        "shards_written_this_run": [s["shard"] for s in assembler.stats],
+        "frames_processed_this_run": frames, "seconds": round(seconds, 2),
+    })
+    totals = ledger["totals"]
+    return RunSummary(len(plans), len(plans) - len(todo), len(assembler.stats), totals["clips_written"],
+                      totals["clips_skipped"], totals["samples"], seconds, frames, ledger)
+
+
+def run_local(cfg: ExtractConfig) -> RunSummary:
+    """The whole extraction in this process, one clip after another (no Ray, no decoder isolation)."""
+    start = time.monotonic()
+    writer, plans, todo, done_stats = _prepare(cfg)
+    assembler = _ShardAssembler(writer, todo)
+    extractor = FrameExtractor(cfg) if todo else None
+    progress = _Progress(sum(len(p.clips) for p in todo), cfg.progress)
+    for plan in todo:
+        for clip in plan.clips:
+            state = ClipState(clip, plan.name)
+            try:
+                state.video, indices = plan_clip(clip, cfg.sampling)
+                parts = chunks(indices, cfg.batch_size)
+                state.n_chunks = len(parts)
+                for i, part in enumerate(parts):
+                    state.done[i] = extractor(clip, state.video, part, decode_frames(clip.path, part))
+                    progress.frames_done(len(part))
+            except DecodeError as err:
+                state.reason = str(err)
+            assembler.add(state)
+            progress.clip_done()
+    progress.close()
+    return _finish(cfg, plans, todo, done_stats, assembler, start, progress.frames)
+
+
+def run_extraction(cfg: ExtractConfig, on_shard: Callable[[str], None] | None = None) -> RunSummary:
+    """Extract ``cfg.input_dir`` into shards in ``cfg.out_dir`` with the configured runner."""
+    if cfg.runner == "local":
+        return run_local(cfg)
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        # on a cluster (ray job submit sets RAY_ADDRESS) this connects; otherwise it starts a local Ray
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
+    try:
+        return _run_ray(cfg)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _reason(err: Exception, clip: Clip, what: str) -> str:
+    import ray.exceptions as rex
+
+    if isinstance(err, rex.RayTaskError) and isinstance(err.cause, DecodeError):
+        return str(err.cause)
+    if isinstance(err, DecodeError):
+        return str(err)
+    if isinstance(err, (rex.WorkerCrashedError, rex.NodeDiedError)):
+        return f"{clip.path}: the {what} process crashed on this clip (corrupt file?); re-download or remove it"
+    if isinstance(err, rex.TaskCancelledError):
+        return f"{clip.path}: {what} was cancelled"
+    text = str(getattr(err, "cause", err)).strip().splitlines()
+    return f"{clip.path}: {what} failed: {text[-1] if text else type(err).__name__}"
+
+
+def _run_ray(cfg: ExtractConfig) -> RunSummary:
+    import ray
+
+    start = time.monotonic()
+    writer, plans, todo, done_stats = _prepare(cfg)
+    assembler = _ShardAssembler(writer, todo)
+    queue = [ClipState(c, p.name) for p in todo for c in p.clips]
+    progress = _Progress(len(queue), cfg.progress)
+    if not queue:
+        progress.close()
+        return _finish(cfg, plans, todo, done_stats, assembler, start, 0)
+
+    probe_task = ray.remote(num_cpus=cfg.decode_num_cpus, max_retries=0)(plan_clip)
+    decode_task = ray.remote(num_cpus=cfg.decode_num_cpus, max_retries=0)(decode_frames)
+    actor_cls = ray.remote(
+        num_cpus=cfg.actor_num_cpus, num_gpus=cfg.actor_num_gpus, max_restarts=-1, max_task_retries=-1
+    )(FrameExtractor)
+    actors = [actor_cls.remote(cfg) for _ in range(cfg.num_actors)]
+    load = dict.fromkeys(range(len(actors)), 0)
+
+    probes: dict = {}  # ref -> (state, submitted at)
+    decodes: dict = {}  # ref -> (state, chunk index, indices, submitted at)
+    extracts: dict = {}  # ref -> (state, chunk index, actor index, n frames)
+    ready_frames: list = []  # (state, chunk index, indices, frames ref) waiting for an actor
+    next_clip = 0
+
+    def settle(state: ClipState) -> None:
+        if state.finished and not state.settled:
+            state.settled = True
+            assembler.add(state)
+            progress.clip_done()
+
+    def in_flight() -> int:
+        return len(decodes) + len(extracts) + len(ready_frames)
+
+    try:
+        while next_clip < len(queue) or probes or decodes or extracts or ready_frames:
+            while next_clip < len(queue) and len(probes) < 2 and in_flight() < cfg.max_inflight_batches:
+                state = queue[next_clip]
+                next_clip += 1
+                probes[probe_task.remote(state.clip, cfg.sampling)] = (state, time.monotonic())
+            while ready_frames and min(load.values()) < 2:
+                state, i, idx, ref = ready_frames.pop(0)
+                a = min(load, key=load.get)
+                load[a] += 1
+                extracts[actors[a].__call__.remote(state.clip, state.video, idx, ref)] = (state, i, a, len(idx))
+            refs = list(probes) + list(decodes) + list(extracts)
+            if not refs:
+                continue
+            done, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            for ref in done:
+                if ref in probes:
+                    state, _ = probes.pop(ref)
+                    try:
+                        state.video, indices = ray.get(ref)
+                    except Exception as err:
+                        state.reason = _reason(err, state.clip, "decoder")
+                        settle(state)
+                        continue
+                    parts = chunks(indices, cfg.batch_size)
+                    state.n_chunks = len(parts)
+                    for i, part in enumerate(parts):
+                        decodes[decode_task.remote(state.clip.path, part)] = (state, i, part, time.monotonic())
+                elif ref in decodes:
+                    state, i, part, _ = decodes.pop(ref)
+                    if state.reason is not None:
+                        continue
+                    try:
+                        ray.get(ref)  # raises the decode error, if any; the frames stay in the object store
+                    except Exception as err:
+                        state.reason = _reason(err, state.clip, "decoder")
+                        settle(state)
+                        continue
+                    ready_frames.append((state, i, part, ref))
+                else:
+                    state, i, a, n = extracts.pop(ref)
+                    load[a] -= 1
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:
+                        if state.reason is None:
+                            state.reason = _reason(err, state.clip, "extractor")
+                            settle(state)
+                        continue
+                    progress.frames_done(n)
+                    if state.reason is None:
+                        state.done[i] = result
+                        settle(state)
+            now = time.monotonic()
+            for table in (probes, decodes):
+                for ref, entry in list(table.items()):
+                    if now - entry[-1] > cfg.decode_timeout_s:
+                        ray.cancel(ref, force=True)
+                        del table[ref]
+                        state = entry[0]
+                        if state.reason is None:
+                            state.reason = (f"{state.clip.path}: decoder hung (no result in "
+                                            f"{cfg.decode_timeout_s:.0f} s); the file is probably corrupt: "
+                                            "re-download or remove it")
+                            settle(state)
+        for state in queue:  # clips whose decode was cancelled after others finished
+            settle(state)
+    finally:
+        progress.close()
+        for actor in actors:
+            ray.kill(actor)
+    return _finish(cfg, plans, todo, done_stats, assembler, start, progress.frames)

@@ -1,0 +1,79 @@
+"""The shard sample schema: every key, shape and dtype a FaceX WebDataset sample carries.
+
+One sample = one sampled video frame. Members of a sample in a ``shard-%06d.tar``::
+
+    <key>.jpg          aligned face crop, RGB, CROP_SIZE x CROP_SIZE (config), JPEG at fixed quality
+    <key>.parsing.png  uint8 HxW class map in BiSeNet-19 (CelebAMask-HQ) ids; UNKNOWN (255) where the
+                       backend cannot tell (the offline backend: hair, ears, neck, background, ...)
+    <key>.id.npy       identity embedding, float32 (ID_DIM[backend],)
+    <key>.tdmm.npy     float32 coefficients; the layout depends on the backend (TDMM_LAYOUTS)
+    <key>.gaze.npy     float32 (2,) = (yaw, pitch) in radians, + = subject looks to image right / down
+    <key>.lmk.npy      float32 (68, 2) landmarks in crop pixel coordinates (x, y), dlib/iBUG-68 order
+    <key>.json         clip id, frame index, fps, time, bbox, faces found, backends, attributes
+
+Key: ``__key__ = <clip_id>/<frame_index:06d>``. WebDataset splits a member name into key and
+extension at the first dot *of the basename* (``^((?:.*/|)[^.]+)[.]([^/]*)$``), so the ``/`` is safe
+and ``tar`` shows one folder per clip; a dot in a clip id would cut the key, so dots in clip ids are
+written as ``_`` in the key (the json keeps the true clip id).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+JPG = "jpg"
+PARSING = "parsing.png"
+IDENTITY = "id.npy"
+TDMM = "tdmm.npy"
+GAZE = "gaze.npy"
+LANDMARKS = "lmk.npy"
+META = "json"
+SAMPLE_KEYS = (JPG, PARSING, IDENTITY, TDMM, GAZE, LANDMARKS, META)
+
+N_LANDMARKS = 68
+GAZE_DIM = 2
+UNKNOWN = 255  # parsing value for "the backend cannot classify this pixel"
+
+# BiSeNet-19 / CelebAMask-HQ ids. l_/r_ follow dlib's numbering: l_ = the image-left one (points 17-21, 36-41).
+PARSING_CLASSES = (
+    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "glasses", "l_ear", "r_ear", "earring",
+    "nose", "mouth", "u_lip", "l_lip", "neck", "necklace", "cloth", "hair", "hat",
+)
+CLASS_ID = {name: i for i, name in enumerate(PARSING_CLASSES)}
+
+# Offline tdmm.npy: pose from solvePnP, then normalised landmark-geometry expression features.
+OFFLINE_EXPRESSION = (
+    "mouth_open", "mouth_width", "l_eye_open", "r_eye_open", "l_brow_raise", "r_brow_raise",
+    "smile", "lip_corner_asym", "jaw_drop", "brow_squeeze",
+)
+TDMM_LAYOUTS: dict[str, dict[str, tuple[int, int]]] = {
+    # yaw/pitch/roll in radians (yaw + = subject turns towards image right); translation / crop size
+    "offline": {"angles": (0, 3), "translation": (3, 6), "expression": (6, 6 + len(OFFLINE_EXPRESSION))},
+    # Deep3DFaceRecon (paper backend): 257 coefficients, DESIGN §3
+    "paper": {"identity": (0, 80), "expression": (80, 144), "texture": (144, 224), "angles": (224, 227),
+              "lighting": (227, 254), "translation": (254, 257)},
+}
+TDMM_DIM = {name: max(end for _, end in layout.values()) for name, layout in TDMM_LAYOUTS.items()}
+ID_DIM = {"offline": 128, "paper": 512}
+
+
+def sample_key(clip_id: str, frame_index: int) -> str:
+    """``__key__`` of a frame: ``<clip_id>/<frame_index:06d>`` (dots in the clip id become ``_``)."""
+    return f"{clip_id.replace('.', '_')}/{frame_index:06d}"
+
+
+def check_sample_arrays(backend: str, identity: np.ndarray, tdmm: np.ndarray, gaze: np.ndarray,
+                        landmarks: np.ndarray, parsing: np.ndarray, crop_size: int) -> None:
+    """Raise ValueError if an extractor returned a shape/dtype the schema does not allow."""
+    expected = {
+        "id": (identity, (ID_DIM[backend],), np.float32),
+        "tdmm": (tdmm, (TDMM_DIM[backend],), np.float32),
+        "gaze": (gaze, (GAZE_DIM,), np.float32),
+        "lmk": (landmarks, (N_LANDMARKS, 2), np.float32),
+        "parsing": (parsing, (crop_size, crop_size), np.uint8),
+    }
+    for name, (arr, shape, dtype) in expected.items():
+        if arr.shape != shape or arr.dtype != dtype:
+            raise ValueError(f"{backend} {name}: got {arr.dtype}{arr.shape}, schema says {np.dtype(dtype)}{shape}")

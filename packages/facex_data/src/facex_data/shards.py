@@ -1,0 +1,216 @@
+"""WebDataset shards: a deterministic writer with completion markers, the run ledger, and the reader.
+
+A shard is ``shard-%06d.tar`` (written to a temp name, then renamed) plus ``shard-%06d.stats.json``
+written last: the stats file's presence means the shard is complete. Tar members carry fixed
+mtime/uid/gid/mode and samples are sorted by key, so the same samples give the same bytes.
+``ledger.json`` lists every input clip of the run: written with its frame count, or skipped with why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facex_data import schema
+
+LEDGER = "ledger.json"
+
+
+def shard_tar(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / f"{name}.tar"
+
+
+def shard_stats(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / f"{name}.stats.json"
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_jpg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def encode_png(mask: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", mask)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
+
+
+def encode_json(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Writes complete shards into ``out_dir`` and tells which shards are already complete."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def is_complete(self, name: str) -> bool:
+        return shard_stats(self.out_dir, name).is_file() and shard_tar(self.out_dir, name).is_file()
+
+    def read_stats(self, name: str) -> dict:
+        return json.loads(shard_stats(self.out_dir, name).read_text())
+
+    def discard(self, name: str) -> None:
+        """Remove what an interrupted run left of a shard (it is redone from scratch)."""
+        for path in (shard_stats(self.out_dir, name), shard_tar(self.out_dir, name)):
+            path.unlink(missing_ok=True)
+        for tmp in self.out_dir.glob(f".{name}.*tmp"):
+            tmp.unlink()
+
+    def write(self, name: str, samples: Iterable[dict[str, bytes | str]], clips: list[dict]) -> dict:
+        """Write ``name``.tar from samples (each with ``__key__``), then its stats file; returns the stats."""
+        ordered = sorted(samples, key=lambda s: s["__key__"])
+        keys = [s["__key__"] for s in ordered]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{name}: duplicate sample keys")
+        tar_path = shard_tar(self.out_dir, name)
+        tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as raw:
+            with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for sample in ordered:
+                    for ext in schema.SAMPLE_KEYS:
+                        data = sample[ext]
+                        info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                        info.size, info.mtime, info.mode = len(data), 0, 0o644
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = ""
+                        tar.addfile(info, io.BytesIO(data))
+            raw.flush()
+            os.fsync(raw.fileno())
+        digest.update(tmp.read_bytes())
+        os.replace(tmp, tar_path)
+        stats = {
+            "shard": name,
+            "schema_version": schema.SCHEMA_VERSION,
+            "samples": len(ordered),
+            "bytes": tar_path.stat().st_size,
+            "sha256": digest.hexdigest(),
+            "clips": sorted(clips, key=lambda c: c["clip_id"]),
+        }
+        _write_atomic(shard_stats(self.out_dir, name), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+        return stats
+
+
+def write_ledger(out_dir: Path, shard_stats_list: list[dict], run: dict) -> dict:
+    """``ledger.json``: every clip of the run (written / skipped + reason) and run totals."""
+    clips = [dict(c, shard=s["shard"]) for s in shard_stats_list for c in s["clips"]]
+    clips.sort(key=lambda c: c["clip_id"])
+    written = [c for c in clips if c["status"] == "written"]
+    ledger = {
+        "clips": clips,
+        "shards": [{k: s[k] for k in ("shard", "samples", "bytes", "sha256")} for s in shard_stats_list],
+        "totals": {
+            "clips": len(clips),
+            "clips_written": len(written),
+            "clips_skipped": len(clips) - len(written),
+            "samples": sum(c["frames"] for c in written),
+            "shards": len(shard_stats_list),
+        },
+        "run": run,
+    }
+    _write_atomic(Path(out_dir) / LEDGER, (json.dumps(ledger, indent=1, sort_keys=True) + "\n").encode())
+    return ledger
+
+
+def complete_shards(shard_dir: Path) -> list[str]:
+    """Paths of the complete shards (those with a stats file) in a folder, in name order."""
+    shard_dir = Path(shard_dir)
+    urls = [str(shard_tar(shard_dir, p.name.removesuffix(".stats.json")))
+            for p in sorted(shard_dir.glob("shard-*.stats.json"))]
+    if not urls:
+        raise FileNotFoundError(f"{shard_dir}: no complete shards (shard-*.stats.json); run the extract stage first")
+    return urls
+
+
+def decode_sample(sample: dict) -> dict:
+    """Raw WebDataset sample (bytes per member) -> tensors: ``image`` uint8 (3,H,W), ``parsing`` uint8
+    (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``."""
+    import torch
+
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(sample[schema.JPG], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    parsing = cv2.imdecode(np.frombuffer(sample[schema.PARSING], np.uint8), cv2.IMREAD_UNCHANGED)
+
+    def npy(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(io.BytesIO(sample[key]), allow_pickle=False))
+
+    return {
+        "__key__": sample["__key__"],
+        "image": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
+        "parsing": torch.from_numpy(parsing),
+        "id": npy(schema.IDENTITY),
+        "tdmm": npy(schema.TDMM),
+        "gaze": npy(schema.GAZE),
+        "lmk": npy(schema.LANDMARKS),
+        "meta": json.loads(sample[schema.META]),
+    }
+
+
+def open_shards(shards: Path | list[str], shuffle: int = 1000, shardshuffle: bool = True, seed: int = 0,
+                resampled: bool = False):
+    """The training reader: a ``webdataset.WebDataset`` over complete shards, split by node and by
+    DataLoader worker, shuffled (shard order and a ``shuffle``-sample buffer), decoded to tensors.
+
+    ``shards`` is a shard folder or a list of shard paths/URLs. Use inside a ``torch.utils.data.DataLoader``
+    (or iterate directly); batch with ``.batched(n)`` or the DataLoader's ``batch_size``.
+    """
+    import webdataset as wds
+
+    urls = complete_shards(shards) if isinstance(shards, (str, Path)) else list(shards)
+    dataset = wds.WebDataset(
+        urls,
+        resampled=resampled,
+        shardshuffle=(100 if shardshuffle else False) if not resampled else None,
+        nodesplitter=wds.split_by_node,
+        workersplitter=wds.split_by_worker,
+        handler=wds.warn_and_continue,
+        empty_check=False,
+        seed=seed,
+    )
+    if shuffle > 0:
+        dataset = dataset.shuffle(shuffle)
+    return dataset.map(decode_sample)
+
+
+def iter_tar_samples(tar_path: Path) -> Iterator[dict[str, bytes | str]]:
+    """Samples of one shard read with the standard library only (no webdataset), in file order."""
+    current: dict[str, bytes | str] = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            key, _, ext = member.name.rpartition("/")[2].partition(".")
+            key = f"{member.name.rpartition('/')[0]}/{key}" if "/" in member.name else key
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current["__key__"] = key
+            current[ext] = tar.extractfile(member).read()
+    if current:
+        yield current
