@@ -22,8 +22,8 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PKGS))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_ABS)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation $(addprefix -e ,$(PKGS))
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps --no-build-isolation $(addprefix -e ,$(PKGS))
 	@touch $@
 
 ## demo: the main job, every DVC stage on the embedded default profile
