@@ -1,0 +1,76 @@
+"""Tiny SD-architecture backbones and synthetic face batches with known region layouts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+SIZE = 64
+
+
+def face_parsing(batch: int, dy: int = 0, dx: int = 0) -> torch.Tensor:
+    """A cartoon BiSeNet-19 map: hair, skin, brows, eyes, nose, lips, ears on background, shifted by (dy, dx)."""
+    p = torch.zeros(batch, SIZE, SIZE, dtype=torch.long)
+
+    def box(cls: int, r0: int, r1: int, c0: int, c1: int) -> None:
+        p[:, r0 + dy : r1 + dy, c0 + dx : c1 + dx] = cls
+
+    box(17, 6, 22, 12, 52)  # hair
+    box(1, 16, 52, 16, 48)  # skin
+    box(7, 28, 38, 12, 16)  # left ear
+    box(8, 28, 38, 48, 52)  # right ear
+    box(2, 22, 25, 20, 30)  # brows
+    box(3, 22, 25, 34, 44)
+    box(4, 27, 30, 21, 29)  # eyes
+    box(5, 27, 30, 35, 43)
+    box(10, 31, 39, 30, 34)  # nose
+    box(12, 42, 44, 26, 38)  # lips
+    box(13, 44, 46, 26, 38)
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    from facex_model.backbone import build_tiny_backbone
+
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny_sd"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_backbone(tmp_path_factory) -> Path:
+    """Another random checkpoint of the same SD architecture (a stand-in for a community SD-1.5 fine-tune)."""
+    from facex_model.backbone import build_tiny_backbone
+
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny_sd_other"), seed=1)
+
+
+@pytest.fixture
+def make_batch() -> Callable[..., dict[str, torch.Tensor]]:
+    def make(batch: int = 2, seed: int = 0, sides: tuple[str, ...] = ("source", "target")) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        shifts = {"source": (0, 0), "target": (3, -2), "reference": (-2, 3)}
+        out: dict[str, torch.Tensor] = {}
+        for side in sides:
+            out[f"{side}_image"] = torch.rand(batch, 3, SIZE, SIZE, generator=g) * 2 - 1
+            out[f"{side}_parsing"] = face_parsing(batch, *shifts[side])
+            out[f"{side}_id"] = torch.randn(batch, 1, 128, generator=g)
+            out[f"{side}_pose"] = torch.randn(batch, 3, generator=g)
+            out[f"{side}_expression"] = torch.randn(batch, 10, generator=g)
+            out[f"{side}_gaze"] = torch.randn(batch, 2, generator=g)
+        return out
+
+    return make
+
+
+@pytest.fixture
+def tiny_model(tiny_backbone):
+    from facex_model.model import FaceXConfig, FaceXModel
+
+    def build(**overrides):
+        torch.manual_seed(0)
+        return FaceXModel(FaceXConfig.tiny(tiny_backbone, **overrides))
+
+    return build
