@@ -1,0 +1,133 @@
+"""pipelines/extract.py as DVC and `ray job submit` run it: a separate process with its own (or a cluster's) Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facex_data.shards import iter_tar_samples, open_shards
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE = REPO / "pipelines" / "extract.py"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _params(tmp_path: Path, input_dir: Path, out: Path, **extract) -> Path:
+    section = {"input_dir": str(input_dir), "out_dir": str(out), "clips_per_shard": 1, "batch_size": 2,
+               "max_inflight_batches": 2, "sampling": {"mode": "every_k", "every_k": 4, "min_clip_frames": 4},
+               **extract}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"extract": section}))
+    return path
+
+
+def _env() -> dict:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _keys(out: Path) -> list[str]:
+    return [s["__key__"] for tar in sorted(out.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
+
+
+@pytest.fixture(scope="module")
+def six_clips(small_sample, tmp_path_factory) -> Path:
+    """Six clips (the two sample clips, three times each under other ids), so a run lasts long enough to kill."""
+    root = tmp_path_factory.mktemp("six_clips")
+    (root / "35666").mkdir()
+    for src in sorted((small_sample / "35666").glob("*.mp4")):
+        for k in range(3):
+            (root / "35666" / f"{src.stem}-copy{k}.mp4").write_bytes(src.read_bytes())
+    return root
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_to_the_same_shards_as_an_uninterrupted_run(six_clips, tmp_path):
+    reference = tmp_path / "reference"
+    (tmp_path / "ref").mkdir()
+    ref_params = _params(tmp_path / "ref", six_clips, reference, runner="local")
+    subprocess.run([sys.executable, str(STAGE), "--params", str(ref_params), "--no-progress"], env=_env(), check=True,
+                   capture_output=True, timeout=300)
+
+    out = tmp_path / "shards"
+    params = _params(tmp_path, six_clips, out)
+    cmd = [sys.executable, str(STAGE), "--params", str(params), "--no-progress"]
+    job = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "shard-000000.stats.json").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the whole job: driver and the local Ray it started
+    job.wait()
+    complete_at_kill = sorted(p.name for p in out.glob("shard-*.stats.json"))
+    assert 1 <= len(complete_at_kill) < 6, f"the kill should land mid-run, found {complete_at_kill}"
+
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert set(ledger["run"]["shards_written_this_run"]).isdisjoint(n.removesuffix(".stats.json")
+                                                                   for n in complete_at_kill)
+    assert ledger["totals"]["clips_written"] == 6
+    ref_bytes = {p.name: p.read_bytes() for p in sorted(reference.glob("shard-*.tar"))}
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.tar"))} == ref_bytes
+    assert _keys(out) == _keys(reference) and len(set(_keys(out))) == len(_keys(out))
+    assert not list(out.glob(".*tmp")), "no temp files may be left behind"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tmp_path):
+    out = tmp_path / "shards"
+    params = _params(tmp_path, small_sample, out)
+    gcs, dashboard, client = _free_port(), _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="fxray", dir="/tmp")  # short: Ray's unix socket paths are length-limited
+    head = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        env=_env(), cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            probe = subprocess.run([str(VENV_BIN / "ray"), "job", "list", "--address", address], env=_env(),
+                                   capture_output=True, timeout=60)
+            if probe.returncode == 0:
+                break
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(1)
+        job = subprocess.run(
+            [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+             "python", "pipelines/extract.py", "--params", str(params), "--no-progress"],
+            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=400,
+        )
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+        assert "succeeded" in job.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` and every process of this head only
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert ledger["totals"]["clips_written"] == 2 and ledger["totals"]["shards"] == 2
+    samples = list(open_shards(out, shuffle=0, shardshuffle=False))
+    assert len(samples) == ledger["totals"]["samples"] > 0
+    assert samples[0]["image"].shape[0] == 3 and samples[0]["meta"]["extractors"]["backend"] == "offline"
