@@ -93,3 +93,25 @@ def test_killing_an_extractor_actor_mid_run_loses_no_sample(local_ray, small_sam
     assert _shard_bytes(tmp_path) == _shard_bytes(reference[1])
     keys = [s["__key__"] for tar in sorted(tmp_path.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
     assert len(keys) == len(set(keys)) == summary.samples
+
+
+def test_facex_extract_cli_writes_shards_and_prints_the_summary(small_sample, tmp_path):
+    from typer.testing import CliRunner
+
+    from facex_model.cli import app
+
+    result = CliRunner().invoke(app, ["extract", "--input", str(small_sample), "--out", str(tmp_path),
+                                      "--runner", "local", "--frames-per-clip", "2"])
+    assert result.exit_code == 0, result.output
+    assert "clips written                 2" in result.output
+    assert json.loads((tmp_path / "ledger.json").read_text())["totals"]["samples"] == 4
+
+
+def test_stage_with_a_missing_input_folder_names_the_key(tmp_path, capsys):
+    from pipelines.extract import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"extract:\n  input_dir: {tmp_path / 'nowhere'}\n")
+    assert main(["--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "extract.input_dir" in err and "nowhere" in err

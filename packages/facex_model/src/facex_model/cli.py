@@ -59,6 +59,39 @@ def sample(
     typer.echo(f"wrote {len(info['clips'])} clips ({frames} frames) to {out}")
 
 
+@app.command()
+def extract(
+    input_dir: Annotated[Path, typer.Option("--input", help="clips in CelebV-HQ layout (<dir>/35666/*.mp4)")] = Path(
+        "data/sample"),
+    out: Annotated[Path, typer.Option(help="shard folder (shard-%06d.tar + stats, ledger.json)")] = Path("data/shards"),
+    extractors: Annotated[str, typer.Option(help="extractor backend: offline | paper")] = "offline",
+    frames_per_clip: Annotated[int, typer.Option(help="frames sampled evenly from each clip")] = 4,
+    clips_per_shard: Annotated[int, typer.Option(help="clips per shard")] = 4,
+    runner: Annotated[str, typer.Option(help="ray (local Ray or $RAY_ADDRESS) | local (one process)")] = "ray",
+    num_actors: Annotated[int, typer.Option(help="extractor actors")] = 2,
+) -> None:
+    """Extract face crops, parsing, identity, pose/expression and gaze from clips into WebDataset shards."""
+    from facex_data.manifest import SamplingPolicy
+    from facex_data.paths import InputPath
+    from facex_data.pipeline import ExtractConfig, run_extraction
+
+    if runner not in ("ray", "local"):
+        raise typer.BadParameter("expected ray or local", param_hint="--runner")
+    if not input_dir.is_dir():
+        raise typer.BadParameter(f"folder not found: {input_dir}", param_hint="--input")
+    try:
+        cfg = ExtractConfig(
+            input_dir=InputPath(input_dir.resolve()), out_dir=out.resolve(), extractors=extractors,
+            sampling=SamplingPolicy(frames_per_clip=frames_per_clip, min_clip_frames=frames_per_clip),
+            clips_per_shard=clips_per_shard, runner=runner, num_actors=num_actors,
+        )
+        summary = run_extraction(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(summary.table())
+
+
 def main() -> None:
     app()
 
