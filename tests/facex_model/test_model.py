@@ -1,0 +1,170 @@
+import json
+import statistics
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facex_model.backbone import load_backbone
+from facex_model.model import WEIGHTS_NAME, FaceXModel
+from facex_model.regions import UNKNOWN_ID
+
+
+def _step(model, batch, drop_mask=None, seed=0, lr=1e-3):
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=lr)  # no weight decay: a zero gradient moves nothing
+    loss = model.training_loss(batch, generator=torch.Generator().manual_seed(seed), drop_mask=drop_mask)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def test_trainable_parameters_are_exactly_frc_adapters_fpn_and_phi_inp(tiny_model):
+    model = tiny_model()
+    got = {id(p) for p in model.trainable_parameters()}
+    expected = {id(model.null_f_sd)}
+    for module in (
+        model.frc,
+        model.identity_encoder,
+        model.region_encoder,
+        model.representation_adapter,
+        model.inpaint_encoder,
+        model.sd_adapter,
+    ):
+        expected |= {id(p) for p in module.parameters()}
+    assert got == expected
+    frozen = [*model.unet.parameters(), *model.vae.parameters(), *model.image_encoder.parameters()]
+    assert not any(id(p) in got for p in frozen)
+    assert not any(p.requires_grad for p in frozen)
+
+    with_vision = tiny_model(train_vision_encoder=True)
+    vision = {id(p) for p in with_vision.image_encoder.parameters()}
+    assert vision <= {id(p) for p in with_vision.trainable_parameters()}
+    assert all(p.requires_grad for p in with_vision.image_encoder.parameters())
+
+
+def test_one_step_moves_trainable_parameters_and_no_frozen_one(tiny_model, make_batch):
+    model = tiny_model()
+    batch = make_batch(batch=3)
+    for side in ("source", "target"):
+        batch[f"{side}_parsing"][1] = UNKNOWN_ID  # every region absent in sample 1: the absent tokens get gradients
+    drop = torch.tensor([False, False, True])  # sample 2 is unconditional: the null f_SD gets gradients
+    trainable = {id(p) for p in model.trainable_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def changed():
+        return {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+    _step(model, batch, drop)
+    moved = changed()
+    frozen = {n for n, p in model.named_parameters() if id(p) not in trainable}
+    assert frozen and not (moved & frozen)
+    # behind a zero-initialised ZeroConv the FRC attention gets no gradient on step one (as in ControlNet)
+    behind_zero_conv = {n for n in before if n.startswith("frc.layers.") and ".zero_conv." not in n}
+    trainable_names = {n for n, p in model.named_parameters() if id(p) in trainable}
+    assert moved == trainable_names - behind_zero_conv
+
+    _step(model, batch, drop, seed=1)
+    moved = changed()
+    assert moved == trainable_names
+    assert not (moved & frozen)
+
+
+def test_dropped_conditions_ignore_the_inputs(tiny_model, make_batch):
+    model = tiny_model()
+    batch = make_batch()
+    other = make_batch(seed=5)
+    other["target_image"] = batch["target_image"]
+    drop = torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        a = model.training_loss(batch, generator=torch.Generator().manual_seed(0), drop_mask=drop)
+        b = model.training_loss(other, generator=torch.Generator().manual_seed(0), drop_mask=drop)
+        c = model.training_loss(other, generator=torch.Generator().manual_seed(0), drop_mask=~drop)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_training_loss_is_deterministic_given_a_generator(tiny_model, make_batch):
+    model = tiny_model()
+    batch = make_batch()
+    with torch.no_grad():
+        a = model.training_loss(batch, generator=torch.Generator().manual_seed(3))
+        b = model.training_loss(batch, generator=torch.Generator().manual_seed(3))
+        c = model.training_loss(batch, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _outputs(model, batch):
+    with torch.no_grad():
+        f_sd = model.encode_conditions(batch)
+        latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        return f_sd, model.predict_noise(latents, torch.tensor([5, 900]), f_sd)
+
+
+def test_save_load_round_trip_gives_identical_outputs(tiny_model, make_batch, tmp_path):
+    model = tiny_model()
+    batch = make_batch()
+    _step(model, batch)
+    _step(model, batch, seed=1)
+    model.save_pretrained(tmp_path / "facex")
+
+    saved = load_file(tmp_path / "facex" / WEIGHTS_NAME)
+    assert not any(k.startswith(("unet.", "vae.", "image_encoder.")) for k in saved)
+    assert json.loads((tmp_path / "facex" / "config.json").read_text())["backbone_path"] == str(
+        model.config.backbone_path
+    )
+
+    loaded = FaceXModel.from_pretrained(tmp_path / "facex")
+    for a, b in zip(_outputs(model, batch), _outputs(loaded, batch)):
+        assert torch.equal(a, b)
+
+
+def test_loading_onto_a_different_base_unet(tiny_model, make_batch, tmp_path, other_backbone):
+    model = tiny_model()
+    batch = make_batch()
+    _step(model, batch)
+    _step(model, batch, seed=1)
+    model.save_pretrained(tmp_path / "facex")
+
+    moved = FaceXModel.from_pretrained(tmp_path / "facex", backbone_path=other_backbone)
+    other_unet = load_backbone(other_backbone).unet
+    for name, p in other_unet.state_dict().items():
+        assert torch.equal(moved.unet.state_dict()[name], p)
+    for name, p in model.trainable_state_dict().items():
+        assert torch.equal(moved.trainable_state_dict()[name], p)
+    f_sd, pred = _outputs(moved, batch)
+    assert not torch.equal(pred, _outputs(model, batch)[1])
+    loss = _step(moved, batch)  # and it keeps training on the new base
+    assert torch.isfinite(loss)
+
+
+def test_from_pretrained_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        FaceXModel.from_pretrained(tmp_path)
+
+
+def _train(model, batch, steps, fixed):
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
+    shared = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        g = torch.Generator().manual_seed(0) if fixed else shared
+        drop = torch.zeros(2, dtype=torch.bool) if fixed else None
+        loss = model.training_loss(batch, generator=g, drop_mask=drop)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return statistics.mean(losses[:20]), statistics.mean(losses[-20:])
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_one_batch_with_fixed_noise(tiny_model, make_batch):
+    first, last = _train(tiny_model(), make_batch(), 300, fixed=True)
+    assert last <= 0.5 * first, (first, last)
+
+
+@pytest.mark.slow
+def test_tiny_model_loss_falls_with_resampled_noise(tiny_model, make_batch):
+    first, last = _train(tiny_model(), make_batch(), 300, fixed=False)
+    assert last < 0.9 * first, (first, last)
