@@ -363,6 +363,7 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
     decodes: dict = {}  # ref -> (state, chunk index, indices, submitted at)
     extracts: dict = {}  # ref -> (state, chunk index, actor index, n frames)
     ready_frames: list = []  # (state, chunk index, indices, frames ref) waiting for an actor
+    to_decode: list = []  # (state, chunk index, indices) not yet submitted: a long clip streams through
     next_clip = 0
 
     def settle(state: ClipState) -> None:
@@ -375,8 +376,13 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
         return len(decodes) + len(extracts) + len(ready_frames)
 
     try:
-        while next_clip < len(queue) or probes or decodes or extracts or ready_frames:
-            while next_clip < len(queue) and len(probes) < 2 and in_flight() < cfg.max_inflight_batches:
+        while next_clip < len(queue) or probes or decodes or extracts or ready_frames or to_decode:
+            while to_decode and in_flight() < cfg.max_inflight_batches:
+                state, i, part = to_decode.pop(0)
+                if state.reason is None:
+                    decodes[decode_task.remote(state.clip.path, part)] = (state, i, part, time.monotonic())
+            while (next_clip < len(queue) and len(probes) < 2 and len(to_decode) < cfg.max_inflight_batches
+                   and in_flight() < cfg.max_inflight_batches):
                 state = queue[next_clip]
                 next_clip += 1
                 probes[probe_task.remote(state.clip, cfg.sampling)] = (state, time.monotonic())
@@ -400,8 +406,7 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
                         continue
                     parts = chunks(indices, cfg.batch_size)
                     state.n_chunks = len(parts)
-                    for i, part in enumerate(parts):
-                        decodes[decode_task.remote(state.clip.path, part)] = (state, i, part, time.monotonic())
+                    to_decode.extend((state, i, part) for i, part in enumerate(parts))
                 elif ref in decodes:
                     state, i, part, _ = decodes.pop(ref)
                     if state.reason is not None:

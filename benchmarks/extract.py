@@ -1,0 +1,138 @@
+"""Benchmark: the Ray extraction pipeline vs a plain one-process loop (same extractors, same clips).
+
+    python benchmarks/extract.py [--input data/sample] [--every-k 2] [--scale 4]
+
+Prints frames/s of both and their ratio, then the peak RSS of each kind of Ray worker for 1x and
+``--scale``x the clip count (memory must not grow with the input). Not a test: timings vary by machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from facex_data.manifest import SamplingPolicy  # noqa: E402
+from facex_data.pipeline import ExtractConfig, run_extraction  # noqa: E402
+from facex_data.sample import CLIP_DIR, SampleSetConfig, make_sample_set  # noqa: E402
+
+
+class RssMonitor:
+    """Peak RSS per Ray worker process, grouped by what the worker was seen running."""
+
+    def __init__(self) -> None:
+        self.peak: dict[int, int] = {}
+        self.role: dict[int, str] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.stop.is_set():
+            for proc in me.children(recursive=True):
+                try:
+                    title, rss = " ".join(proc.cmdline()), proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                if "FrameExtractor" in title:
+                    self.role[proc.pid] = "extractor actor"
+                elif "decode_frames" in title or "plan_clip" in title:
+                    self.role.setdefault(proc.pid, "decode worker")
+                if proc.pid in self.role:
+                    self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
+            time.sleep(0.1)
+
+    def __enter__(self) -> RssMonitor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, rss in self.peak.items():
+            out[self.role[pid]] = max(out.get(self.role[pid], 0.0), rss / 2**20)
+        return out
+
+
+def replicate(src: Path, dst: Path, times: int) -> Path:
+    """``times`` copies of every clip of ``src`` (symlinks under new ids) in CelebV-HQ layout."""
+    (dst / CLIP_DIR).mkdir(parents=True)
+    for clip in sorted((src / CLIP_DIR).glob("*.mp4")):
+        for k in range(times):
+            (dst / CLIP_DIR / f"{clip.stem}-x{k}.mp4").symlink_to(clip.resolve())
+    return dst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, default=REPO / "data" / "sample")
+    parser.add_argument("--every-k", type=int, default=2, help="sample every k-th frame")
+    parser.add_argument("--scale", type=int, default=4, help="clip-count multiple for the memory check")
+    parser.add_argument("--num-actors", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="facex-bench-") as tmp:
+        tmp = Path(tmp)
+        src = args.input
+        if not (src / CLIP_DIR).is_dir():
+            print(f"{src} has no clips: generating the embedded sample set in {tmp / 'sample'}")
+            src = tmp / "sample"
+            make_sample_set(SampleSetConfig(out_dir=src), progress=False)
+        base = ExtractConfig(
+            input_dir=src, sampling=SamplingPolicy(mode="every_k", every_k=args.every_k, min_clip_frames=1),
+            clips_per_shard=2, batch_size=4, num_actors=args.num_actors, progress=False,
+        )
+        print(f"clips: {len(list((src / CLIP_DIR).glob('*.mp4')))} from {src}, every {args.every_k}th frame, "
+              f"{os.cpu_count()} CPU cores")
+
+        seq = run_extraction(dataclasses.replace(base, runner="local", out_dir=tmp / "seq"))
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        try:
+            with RssMonitor() as mon1:
+                par = run_extraction(dataclasses.replace(base, out_dir=tmp / "ray"))
+            big = replicate(src, tmp / f"x{args.scale}", args.scale)
+            with RssMonitor() as mon4:
+                par4 = run_extraction(dataclasses.replace(base, input_dir=big, out_dir=tmp / f"ray-x{args.scale}"))
+        finally:
+            ray.shutdown()
+        same = all((tmp / "seq" / p.name).read_bytes() == p.read_bytes() for p in (tmp / "ray").glob("shard-*.tar"))
+
+        print()
+        print(f"{'runner':<28}{'frames':>8}{'seconds':>10}{'frames/s':>10}")
+        print(f"{'sequential (1 process)':<28}{seq.frames_processed:>8}{seq.seconds:>10.1f}"
+              f"{seq.frames_per_second:>10.2f}")
+        print(f"{'ray (' + str(args.num_actors) + ' actors)':<28}{par.frames_processed:>8}{par.seconds:>10.1f}"
+              f"{par.frames_per_second:>10.2f}")
+        print(f"{'ray, ' + str(args.scale) + 'x clips':<28}{par4.frames_processed:>8}{par4.seconds:>10.1f}"
+              f"{par4.frames_per_second:>10.2f}")
+        print(f"ratio ray / sequential: {par.frames_per_second / seq.frames_per_second:.2f} "
+              f"(goal >= 1.6); shards byte-identical: {same}")
+        print()
+        print(f"{'peak RSS per worker (MiB)':<28}{'1x':>10}{str(args.scale) + 'x':>10}")
+        r1, r4 = mon1.by_role(), mon4.by_role()
+        for role in sorted(set(r1) | set(r4)):
+            print(f"{role:<28}{r1.get(role, 0):>10.0f}{r4.get(role, 0):>10.0f}")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"driver peak RSS over the whole benchmark (sequential run included): {peak:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
