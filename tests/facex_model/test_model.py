@@ -168,3 +168,36 @@ def test_tiny_model_overfits_one_batch_with_fixed_noise(tiny_model, make_batch):
 def test_tiny_model_loss_falls_with_resampled_noise(tiny_model, make_batch):
     first, last = _train(tiny_model(), make_batch(), 300, fixed=False)
     assert last < 0.9 * first, (first, last)
+
+
+def test_reenact_needs_only_target_motion(tiny_model, make_batch):
+    """Sides supply only what the task row takes from them: reenactment reads no target pixels."""
+    model = tiny_model()
+    batch = make_batch()
+    for key in ("target_image", "target_parsing", "target_id"):
+        del batch[key]
+    with torch.no_grad():
+        f_sd = model.encode_conditions(batch, "reenact")
+        batch["target_pose"] = batch["target_pose"] + 1
+        assert not torch.allclose(f_sd, model.encode_conditions(batch, "reenact"))
+    with pytest.raises(KeyError, match="target_image"):
+        model.encode_conditions(batch, "swap")
+
+
+def test_swap_takes_lighting_from_target_and_texture_from_source(tiny_model, make_batch):
+    model = tiny_model(vector_dims={"pose": 3, "expression": 10, "gaze": 2, "texture": 80, "lighting": 27})
+    batch = make_batch()
+    g = torch.Generator().manual_seed(9)
+    for side in ("source", "target"):
+        batch[f"{side}_texture"] = torch.randn(2, 80, generator=g)
+        batch[f"{side}_lighting"] = torch.randn(2, 27, generator=g)
+
+    def f_sd(**changes):
+        with torch.no_grad():
+            return model.encode_conditions({**batch, **changes}, "swap")
+
+    base = f_sd()
+    assert torch.equal(base, f_sd(source_lighting=batch["source_lighting"] + 1))
+    assert not torch.allclose(base, f_sd(target_lighting=batch["target_lighting"] + 1))
+    assert torch.equal(base, f_sd(target_texture=batch["target_texture"] + 1))
+    assert not torch.allclose(base, f_sd(source_texture=batch["source_texture"] + 1))
