@@ -15,7 +15,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint lock bench clean-work
+.PHONY: setup demo test test-deps test-fast lint lock bench-extract bench-model
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -30,8 +30,19 @@ $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PKGS))
 demo: setup
 	$(BIN)/python -m dvc repro
 
+PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
+
+## test-deps: system packages the tests drive for real (PostgreSQL for the MLflow server tests)
+test-deps:
+ifeq ($(PG_CTL),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing PostgreSQL (the MLflow-server tests run it for real)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: PostgreSQL is not installed and this is not root: its tests will be skipped (apt-get install postgresql)"; fi
+endif
+
 ## test: the whole test suite (CI runs exactly this)
-test: setup
+test: setup test-deps
 	$(BIN)/python -m pytest
 
 test-fast: setup
