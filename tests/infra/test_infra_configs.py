@@ -1,0 +1,98 @@
+"""infra/ configs parse, validate against the schemas their tools ship, and agree with the repo."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+from pipelines.config import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+
+def dockerfile_stages(text: str) -> dict[str, list[str]]:
+    """Stage name -> its instructions (continuation lines joined, comments dropped)."""
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = match.group(1)
+            stages[current] = []
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
+def package_version() -> str:
+    text = (REPO / "packages" / "facex_model" / "pyproject.toml").read_text()
+    return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+
+
+def locked(name: str) -> str:
+    text = (REPO / "requirements.lock").read_text()
+    return re.search(rf"^{re.escape(name)}==(\S+)$", text, re.M).group(1)
+
+
+def test_dockerfile_targets_copy_only_what_exists_run_non_root_and_bake_no_weights():
+    stages = dockerfile_stages((INFRA / "docker" / "Dockerfile").read_text())
+    assert {"gpu", "cpu"} <= set(stages)
+    for name in ("gpu", "cpu"):
+        steps = stages[name]
+        copies = [s for s in steps if s.upper().startswith("COPY")]
+        assert copies, name
+        for copy in copies:
+            sources = [a for a in copy.split()[1:-1] if not a.startswith("--")]
+            for src in sources:
+                assert (REPO / src).exists(), f"{name}: COPY {src} does not exist in the repo"
+                assert not src.startswith(("models", "data", ".venv")), f"{name}: copies {src} into the image"
+        users = [s.split()[1] for s in steps if s.upper().startswith("USER ")]
+        assert users and users[-1] not in ("root", "0"), f"{name} runs as root"
+        assert any("requirements.lock" in s for s in steps if s.upper().startswith("RUN"))
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"data", "models", ".venv", ".git"} <= set(ignored)
+
+
+def test_ray_cluster_config_validates_against_rays_schema():
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    jsonschema.validate(config, schema)
+    config["available_node_types"]["gpu_workers"]["min_workrs"] = 1
+    with pytest.raises(jsonschema.ValidationError, match="min_workrs"):
+        jsonschema.validate(config, schema)
+
+
+def test_ray_cluster_uses_the_built_image_and_fits_the_real_profile():
+    config = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    targets = set(dockerfile_stages((INFRA / "docker" / "Dockerfile").read_text()))
+    name, tag = config["docker"]["image"].rsplit("/", 1)[-1].split(":")
+    version, target = tag.rsplit("-", 1)
+    assert name == "facex" and version == package_version() and target in targets
+    real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
+    gpu = config["available_node_types"]["gpu_workers"]
+    assert gpu["resources"]["GPU"] * gpu["max_workers"] >= real.compute.num_workers
+    assert config["head_node_type"] in config["available_node_types"]
+
+
+def test_mlflow_compose_binds_localhost_pins_the_locked_mlflow_and_uses_postgres():
+    compose = yaml.safe_load((INFRA / "mlflow" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+    command = " ".join(services["mlflow"]["command"].split())
+    assert "--backend-store-uri postgresql+psycopg2://" in command
+    dockerfile = (INFRA / "mlflow" / "Dockerfile").read_text()
+    assert f"mlflow:v{locked('mlflow')}" in dockerfile
+    assert f"psycopg2-binary=={locked('psycopg2-binary')}" in dockerfile
+    assert services["mlflow"]["image"].endswith(f":{locked('mlflow')}")
