@@ -2,7 +2,8 @@
 
     python benchmarks/extract.py [--input data/sample] [--every-k 2] [--scale 4]
 
-Prints frames/s of both and their ratio, then the peak RSS of each kind of Ray worker for 1x and
+Prints frames/s of both (alternating rounds, with the load average) and their ratio, then the peak
+RSS of each kind of Ray worker for 1x and
 ``--scale``x the clip count (memory must not grow with the input). Not a test: timings vary by machine.
 """
 
@@ -49,11 +50,11 @@ class RssMonitor:
                     continue
                 if "FrameExtractor" in title:
                     self.role[proc.pid] = "extractor actor"
-                elif "decode_frames" in title or "plan_clip" in title:
-                    self.role.setdefault(proc.pid, "decode worker")
+                elif "ClipDecoder" in title:
+                    self.role[proc.pid] = "decoder actor"
                 if proc.pid in self.role:
                     self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
-            time.sleep(0.1)
+            time.sleep(0.5)  # sparse: the monitor must not steal CPU from what it measures
 
     def __enter__(self) -> RssMonitor:
         self.thread.start()
@@ -85,6 +86,7 @@ def main() -> int:
     parser.add_argument("--every-k", type=int, default=2, help="sample every k-th frame")
     parser.add_argument("--scale", type=int, default=4, help="clip-count multiple for the memory check")
     parser.add_argument("--num-actors", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="sequential/ray pairs, run alternately")
     args = parser.parse_args()
     import ray
 
@@ -97,32 +99,42 @@ def main() -> int:
             make_sample_set(SampleSetConfig(out_dir=src), progress=False)
         base = ExtractConfig(
             input_dir=src, sampling=SamplingPolicy(mode="every_k", every_k=args.every_k, min_clip_frames=1),
-            clips_per_shard=2, batch_size=4, num_actors=args.num_actors, progress=False,
+            clips_per_shard=2, batch_size=8, num_actors=args.num_actors, progress=False,
         )
         print(f"clips: {len(list((src / CLIP_DIR).glob('*.mp4')))} from {src}, every {args.every_k}th frame, "
               f"{os.cpu_count()} CPU cores")
 
-        seq = run_extraction(dataclasses.replace(base, runner="local", out_dir=tmp / "seq"))
+        rounds = []
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
-            with RssMonitor() as mon1:
-                par = run_extraction(dataclasses.replace(base, out_dir=tmp / "ray"))
+            # alternate the two runners so that load from other processes hits both alike
+            for r in range(args.rounds):
+                load = os.getloadavg()[0]
+                seq = run_extraction(dataclasses.replace(base, runner="local", out_dir=tmp / f"seq{r}"))
+                with RssMonitor() as mon1:
+                    par = run_extraction(dataclasses.replace(base, out_dir=tmp / f"ray{r}"))
+                rounds.append((seq, par, load, os.getloadavg()[0]))
             big = replicate(src, tmp / f"x{args.scale}", args.scale)
             with RssMonitor() as mon4:
                 par4 = run_extraction(dataclasses.replace(base, input_dir=big, out_dir=tmp / f"ray-x{args.scale}"))
         finally:
             ray.shutdown()
-        same = all((tmp / "seq" / p.name).read_bytes() == p.read_bytes() for p in (tmp / "ray").glob("shard-*.tar"))
+        same = all((tmp / "seq0" / p.name).read_bytes() == p.read_bytes() for p in (tmp / "ray0").glob("shard-*.tar"))
 
         print()
-        print(f"{'runner':<28}{'frames':>8}{'seconds':>10}{'frames/s':>10}")
-        print(f"{'sequential (1 process)':<28}{seq.frames_processed:>8}{seq.seconds:>10.1f}"
-              f"{seq.frames_per_second:>10.2f}")
-        print(f"{'ray (' + str(args.num_actors) + ' actors)':<28}{par.frames_processed:>8}{par.seconds:>10.1f}"
-              f"{par.frames_per_second:>10.2f}")
-        print(f"{'ray, ' + str(args.scale) + 'x clips':<28}{par4.frames_processed:>8}{par4.seconds:>10.1f}"
+        print(f"{'round':<7}{'runner':<24}{'frames':>8}{'seconds':>10}{'frames/s':>10}{'ratio':>8}{'load 1m':>10}")
+        for r, (seq, par, load0, load1) in enumerate(rounds):
+            ratio = par.frames_per_second / seq.frames_per_second
+            print(f"{r:<7}{'sequential (1 process)':<24}{seq.frames_processed:>8}{seq.seconds:>10.1f}"
+                  f"{seq.frames_per_second:>10.2f}{'':>8}{load0:>10.2f}")
+            print(f"{r:<7}{'ray (' + str(args.num_actors) + ' actors)':<24}{par.frames_processed:>8}"
+                  f"{par.seconds:>10.1f}{par.frames_per_second:>10.2f}{ratio:>8.2f}{load1:>10.2f}")
+        print(f"{'':<7}{'ray, ' + str(args.scale) + 'x clips':<24}{par4.frames_processed:>8}{par4.seconds:>10.1f}"
               f"{par4.frames_per_second:>10.2f}")
-        print(f"ratio ray / sequential: {par.frames_per_second / seq.frames_per_second:.2f} "
+        seq_fps = sum(s.frames_processed for s, *_ in rounds) / sum(s.seconds for s, *_ in rounds)
+        par_fps = sum(p.frames_processed for _, p, *_ in rounds) / sum(p.seconds for _, p, *_ in rounds)
+        print(f"ratio ray / sequential over all rounds: {par_fps / seq_fps:.2f} "
+              f"({par_fps:.2f} / {seq_fps:.2f} frames/s) "
               f"(goal >= 1.6); shards byte-identical: {same}")
         print()
         print(f"{'peak RSS per worker (MiB)':<28}{'1x':>10}{str(args.scale) + 'x':>10}")

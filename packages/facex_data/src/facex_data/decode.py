@@ -44,23 +44,38 @@ def _short(err: Exception) -> str:
     return (text[0] if text else type(err).__name__)[:200]
 
 
+class ClipReader:
+    """One open clip: probe it once, then decode batches of sampled frames in order (no reopen per batch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.vr = _reader(self.path)
+
+    def info(self) -> VideoInfo:
+        n = len(self.vr)
+        if n == 0:
+            raise DecodeError(f"{self.path}: no video frames; re-download or remove the clip")
+        try:
+            h, w = self.vr[0].shape[:2]
+        except Exception as err:
+            raise DecodeError(f"{self.path}: first frame unreadable ({_short(err)}); re-download or remove") from None
+        return VideoInfo(n, float(self.vr.get_avg_fps()), int(w), int(h))
+
+    def frames(self, indices: list[int]) -> np.ndarray:
+        """(len(indices), H, W, 3) uint8 RGB frames (grayscale clips come back as 3 equal channels)."""
+        try:
+            frames = self.vr.get_batch(list(indices)).asnumpy()
+        except Exception as err:
+            raise DecodeError(f"{self.path}: decoding frames {indices[0]}..{indices[-1]} failed ({_short(err)}); "
+                              "the file is probably truncated: re-download or remove it") from None
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise DecodeError(f"{self.path}: decoder returned frames of shape {frames.shape}, expected (N, H, W, 3)")
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
 def probe(path: Path) -> VideoInfo:
-    vr = _reader(path)
-    n = len(vr)
-    if n == 0:
-        raise DecodeError(f"{path}: no video frames; re-download or remove the clip")
-    h, w = vr[0].shape[:2] if n else (0, 0)
-    return VideoInfo(n, float(vr.get_avg_fps()), int(w), int(h))
+    return ClipReader(path).info()
 
 
 def decode_frames(path: Path, indices: list[int]) -> np.ndarray:
-    """(len(indices), H, W, 3) uint8 RGB frames (grayscale clips come back as 3 equal channels)."""
-    vr = _reader(path)
-    try:
-        frames = vr.get_batch(list(indices)).asnumpy()
-    except Exception as err:
-        raise DecodeError(f"{path}: decoding frames {indices[0]}..{indices[-1]} failed ({_short(err)}); "
-                          "the file is probably truncated: re-download or remove it") from None
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise DecodeError(f"{path}: decoder returned frames of shape {frames.shape}, expected (N, H, W, 3)")
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+    return ClipReader(path).frames(indices)

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facex_data import schema
-from facex_data.decode import DecodeError, VideoInfo, decode_frames, probe
+from facex_data.decode import ClipReader, DecodeError, VideoInfo
 from facex_data.extractors import ExtractorOptions, ExtractorSet, FaceFeatures, build_extractors
 from facex_data.manifest import Clip, ClipManifest, SamplingPolicy, ShardPlan
 from facex_data.paths import InputPath
@@ -44,6 +44,7 @@ class ExtractConfig:
     num_actors: int = 2
     actor_num_cpus: float = 0.75  # fractional, so decode tasks still find CPU on a 2-core machine
     actor_num_gpus: float = 0.0
+    num_decoders: int = 2  # decoder actors (each decodes one clip at a time, isolated from the driver)
     decode_num_cpus: float = 0.25
     max_inflight_batches: int = 6  # decoded + extracting batches in flight: bounds memory
     decode_timeout_s: float = 120.0  # a decode (or probe) running longer is a hung decoder: cancel it
@@ -51,8 +52,8 @@ class ExtractConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.num_actors < 1 or self.max_inflight_batches < 1:
-            raise ValueError("extract.batch_size, num_actors and max_inflight_batches must be >= 1")
+        if min(self.batch_size, self.num_actors, self.num_decoders, self.max_inflight_batches) < 1:
+            raise ValueError("extract.batch_size, num_actors, num_decoders and max_inflight_batches must be >= 1")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"extract.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
 
@@ -115,16 +116,37 @@ class FrameExtractor:
         }
 
 
-def plan_clip(clip: Clip, policy: SamplingPolicy) -> tuple[VideoInfo, list[int]]:
+def plan_clip(reader: ClipReader, policy: SamplingPolicy) -> tuple[VideoInfo, list[int]]:
     """Probe a clip and choose its frames; DecodeError with the reason if it cannot be used."""
-    video = probe(clip.path)
+    video = reader.info()
     indices = policy.indices(video.n_frames, video.fps)
     if not indices:
         raise DecodeError(
-            f"{clip.path}: clip has {video.n_frames} frames, shorter than the sampling window "
+            f"{reader.path}: clip has {video.n_frames} frames, shorter than the sampling window "
             f"(extract.sampling.min_clip_frames = {policy.min_clip_frames}); skipped"
         )
     return video, indices
+
+
+class ClipDecoder:
+    """A decoder process for the Ray runner: one clip at a time, its reader kept open between batches.
+
+    It runs as a restartable actor so that a clip that hangs or crashes decord costs one actor
+    restart (the driver kills it on timeout), never the job.
+    """
+
+    def __init__(self) -> None:
+        self.reader: ClipReader | None = None
+
+    def probe(self, path: Path, policy: SamplingPolicy) -> tuple[VideoInfo, list[int]]:
+        self.reader = None
+        self.reader = ClipReader(path)
+        return plan_clip(self.reader, policy)
+
+    def decode(self, path: Path, indices: list[int]) -> np.ndarray:
+        if self.reader is None or self.reader.path != Path(path):
+            self.reader = ClipReader(path)
+        return self.reader.frames(indices)
 
 
 def chunks(indices: list[int], size: int) -> list[list[int]]:
@@ -290,11 +312,12 @@ def run_local(cfg: ExtractConfig) -> RunSummary:
         for clip in plan.clips:
             state = ClipState(clip, plan.name)
             try:
-                state.video, indices = plan_clip(clip, cfg.sampling)
+                reader = ClipReader(clip.path)
+                state.video, indices = plan_clip(reader, cfg.sampling)
                 parts = chunks(indices, cfg.batch_size)
                 state.n_chunks = len(parts)
                 for i, part in enumerate(parts):
-                    state.done[i] = extractor(clip, state.video, part, decode_frames(clip.path, part))
+                    state.done[i] = extractor(clip, state.video, part, reader.frames(part))
                     progress.frames_done(len(part))
             except DecodeError as err:
                 state.reason = str(err)
@@ -351,19 +374,21 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
         progress.close()
         return _finish(cfg, plans, todo, done_stats, assembler, start, 0)
 
-    probe_task = ray.remote(num_cpus=cfg.decode_num_cpus, max_retries=0)(plan_clip)
-    decode_task = ray.remote(num_cpus=cfg.decode_num_cpus, max_retries=0)(decode_frames)
-    actor_cls = ray.remote(
+    # long-lived actors, not tasks: on a small node Ray kills idle task workers and restarting them costs CPU
+    decoder_cls = ray.remote(num_cpus=cfg.decode_num_cpus, max_restarts=-1, max_task_retries=0)(ClipDecoder)
+    extractor_cls = ray.remote(
         num_cpus=cfg.actor_num_cpus, num_gpus=cfg.actor_num_gpus, max_restarts=-1, max_task_retries=-1
     )(FrameExtractor)
-    actors = [actor_cls.remote(cfg) for _ in range(cfg.num_actors)]
+    decoders = [decoder_cls.remote() for _ in range(cfg.num_decoders)]
+    actors = [extractor_cls.remote(cfg) for _ in range(cfg.num_actors)]
     load = dict.fromkeys(range(len(actors)), 0)
 
-    probes: dict = {}  # ref -> (state, submitted at)
-    decodes: dict = {}  # ref -> (state, chunk index, indices, submitted at)
-    extracts: dict = {}  # ref -> (state, chunk index, actor index, n frames)
-    ready_frames: list = []  # (state, chunk index, indices, frames ref) waiting for an actor
-    to_decode: list = []  # (state, chunk index, indices) not yet submitted: a long clip streams through
+    current: list[ClipState | None] = [None] * len(decoders)  # the clip each decoder works on
+    pending: list[list] = [[] for _ in decoders]  # its (chunk index, indices) not decoded yet
+    calls: dict = {}  # decoder call ref -> (decoder index, "probe" | chunk index, indices, submitted at)
+    extracts: dict = {}  # extractor call ref -> (state, chunk index, actor index, n frames)
+    ready_frames: list = []  # (state, chunk index, indices, frames ref) waiting for an extractor
+    busy: set[int] = set()  # decoders with a call in flight
     next_clip = 0
 
     def settle(state: ClipState) -> None:
@@ -372,52 +397,62 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
             assembler.add(state)
             progress.clip_done()
 
-    def in_flight() -> int:
-        return len(decodes) + len(extracts) + len(ready_frames)
+    def fail(d: int, reason: str) -> None:
+        state = current[d]
+        current[d], pending[d] = None, []
+        if state is not None and state.reason is None:
+            state.reason = reason
+            settle(state)
+
+    def batches_in_flight() -> int:
+        return sum(1 for v in calls.values() if v[1] != "probe") + len(extracts) + len(ready_frames)
 
     try:
-        while next_clip < len(queue) or probes or decodes or extracts or ready_frames or to_decode:
-            while to_decode and in_flight() < cfg.max_inflight_batches:
-                state, i, part = to_decode.pop(0)
-                if state.reason is None:
-                    decodes[decode_task.remote(state.clip.path, part)] = (state, i, part, time.monotonic())
-            while (next_clip < len(queue) and len(probes) < 2 and len(to_decode) < cfg.max_inflight_batches
-                   and in_flight() < cfg.max_inflight_batches):
-                state = queue[next_clip]
-                next_clip += 1
-                probes[probe_task.remote(state.clip, cfg.sampling)] = (state, time.monotonic())
+        while next_clip < len(queue) or calls or extracts or ready_frames or any(pending):
+            for d in range(len(decoders)):
+                if d in busy:
+                    continue
+                if pending[d]:
+                    if batches_in_flight() < cfg.max_inflight_batches:
+                        i, part = pending[d].pop(0)
+                        ref = decoders[d].decode.remote(current[d].clip.path, part)
+                        calls[ref] = (d, i, part, time.monotonic())
+                        busy.add(d)
+                elif next_clip < len(queue) and batches_in_flight() < cfg.max_inflight_batches:
+                    current[d] = queue[next_clip]
+                    next_clip += 1
+                    calls[decoders[d].probe.remote(current[d].clip.path, cfg.sampling)] = (d, "probe", [],
+                                                                                            time.monotonic())
+                    busy.add(d)
             while ready_frames and min(load.values()) < 2:
                 state, i, idx, ref = ready_frames.pop(0)
                 a = min(load, key=load.get)
                 load[a] += 1
                 extracts[actors[a].__call__.remote(state.clip, state.video, idx, ref)] = (state, i, a, len(idx))
-            refs = list(probes) + list(decodes) + list(extracts)
+            refs = list(calls) + list(extracts)
             if not refs:
                 continue
             done, _ = ray.wait(refs, num_returns=1, timeout=1.0)
             for ref in done:
-                if ref in probes:
-                    state, _ = probes.pop(ref)
+                if ref in calls:
+                    d, what, part, _ = calls.pop(ref)
+                    busy.discard(d)
+                    state = current[d]
                     try:
-                        state.video, indices = ray.get(ref)
+                        result = ray.get(ref)
                     except Exception as err:
-                        state.reason = _reason(err, state.clip, "decoder")
-                        settle(state)
+                        if state is not None:
+                            fail(d, _reason(err, state.clip, "decoder"))
                         continue
-                    parts = chunks(indices, cfg.batch_size)
-                    state.n_chunks = len(parts)
-                    to_decode.extend((state, i, part) for i, part in enumerate(parts))
-                elif ref in decodes:
-                    state, i, part, _ = decodes.pop(ref)
-                    if state.reason is not None:
-                        continue
-                    try:
-                        ray.get(ref)  # raises the decode error, if any; the frames stay in the object store
-                    except Exception as err:
-                        state.reason = _reason(err, state.clip, "decoder")
-                        settle(state)
-                        continue
-                    ready_frames.append((state, i, part, ref))
+                    if what == "probe":
+                        state.video, indices = result
+                        parts = chunks(indices, cfg.batch_size)
+                        state.n_chunks = len(parts)
+                        pending[d] = list(enumerate(parts))
+                    else:
+                        ready_frames.append((state, what, part, ref))
+                    if what != "probe" and not pending[d]:
+                        current[d] = None  # all its batches decoded: the decoder takes the next clip
                 else:
                     state, i, a, n = extracts.pop(ref)
                     load[a] -= 1
@@ -433,21 +468,15 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
                         state.done[i] = result
                         settle(state)
             now = time.monotonic()
-            for table in (probes, decodes):
-                for ref, entry in list(table.items()):
-                    if now - entry[-1] > cfg.decode_timeout_s:
-                        ray.cancel(ref, force=True)
-                        del table[ref]
-                        state = entry[0]
-                        if state.reason is None:
-                            state.reason = (f"{state.clip.path}: decoder hung (no result in "
-                                            f"{cfg.decode_timeout_s:.0f} s); the file is probably corrupt: "
-                                            "re-download or remove it")
-                            settle(state)
-        for state in queue:  # clips whose decode was cancelled after others finished
-            settle(state)
+            for ref, (d, _, _, started) in list(calls.items()):
+                if now - started > cfg.decode_timeout_s:
+                    del calls[ref]
+                    busy.discard(d)
+                    ray.kill(decoders[d], no_restart=False)  # the actor restarts; the clip is given up
+                    fail(d, f"{current[d].clip.path}: decoder hung (no result in {cfg.decode_timeout_s:.0f} s); "
+                            "the file is probably corrupt: re-download or remove it")
     finally:
         progress.close()
-        for actor in actors:
+        for actor in actors + decoders:
             ray.kill(actor)
     return _finish(cfg, plans, todo, done_stats, assembler, start, progress.frames)
