@@ -115,3 +115,18 @@ def test_stage_with_a_missing_input_folder_names_the_key(tmp_path, capsys):
     assert main(["--params", str(params)]) == 2
     err = capsys.readouterr().err
     assert "extract.input_dir" in err and "nowhere" in err
+
+
+def test_a_clip_that_hangs_the_decoder_is_skipped_and_the_run_finishes(local_ray, small_sample, tmp_path):
+    inputs = tmp_path / "in" / "35666"
+    inputs.mkdir(parents=True)
+    good = sorted((small_sample / "35666").glob("*.mp4"))[0]
+    (inputs / good.name).write_bytes(good.read_bytes())
+    os.mkfifo(inputs / "hangs.mp4")  # opening a FIFO with no writer blocks inside decord forever: a real hang
+    cfg = _cfg(small_sample, tmp_path / "out", input_dir=tmp_path / "in", decode_timeout_s=5.0)
+    started = time.monotonic()
+    summary = run_extraction(cfg)
+    assert time.monotonic() - started < 90
+    clips = {c["clip_id"]: c for c in summary.ledger["clips"]}
+    assert clips["hangs"]["status"] == "skipped" and "decoder hung" in clips["hangs"]["reason"]
+    assert clips[good.stem]["status"] == "written" and clips[good.stem]["frames"] > 0

@@ -28,9 +28,9 @@ def _reader(path: Path):
     import decord
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise DecodeError(f"{path}: file not found")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise DecodeError(f"{path}: empty file (0 bytes); re-download or remove the clip")
     try:
         # one thread: Ray already runs several decodes side by side
