@@ -2,9 +2,10 @@
 
     python benchmarks/extract.py [--input data/sample] [--every-k 2] [--scale 4]
 
-Prints frames/s of both (alternating rounds, with the load average) and their ratio, then the peak
-RSS of each kind of Ray worker for 1x and
-``--scale``x the clip count (memory must not grow with the input). Not a test: timings vary by machine.
+Prints frames/s of both (alternating rounds, with the load average: other processes on the machine
+skew the ratio) and their ratio, the CPU seconds per frame of both, then the peak memory of each kind
+of Ray worker for 1x and ``--scale``x the clip count (memory must not grow with the input).
+Not a test: timings vary by machine.
 """
 
 from __future__ import annotations
@@ -32,31 +33,44 @@ from facex_data.sample import CLIP_DIR, SampleSetConfig, make_sample_set  # noqa
 
 
 class RssMonitor:
-    """Peak RSS per Ray worker process, grouped by what the worker was seen running."""
+    """Peak memory per Ray worker (RSS and USS: RSS counts object-store pages a worker touched, USS only
+    its private memory) and the CPU seconds used by every process of the Ray session."""
 
     def __init__(self) -> None:
-        self.peak: dict[int, int] = {}
+        self.peak: dict[int, tuple[int, int]] = {}
         self.role: dict[int, str] = {}
+        self.cpu_start: dict[int, float] = {}
+        self.cpu_last: dict[int, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def run(self) -> None:
+    def sample(self) -> None:
         me = psutil.Process()
+        for proc in me.children(recursive=True):
+            try:
+                title = " ".join(proc.cmdline())
+                t = proc.cpu_times()
+                cpu = t.user + t.system
+                mem = proc.memory_full_info() if proc.pid in self.role or "Clip" in title or "Frame" in title else None
+            except psutil.Error:
+                continue
+            self.cpu_start.setdefault(proc.pid, cpu)
+            self.cpu_last[proc.pid] = cpu
+            if "FrameExtractor" in title:
+                self.role[proc.pid] = "extractor actor"
+            elif "ClipDecoder" in title:
+                self.role[proc.pid] = "decoder actor"
+            if proc.pid in self.role and mem is not None:
+                rss, uss = self.peak.get(proc.pid, (0, 0))
+                self.peak[proc.pid] = (max(rss, mem.rss), max(uss, mem.uss))
+
+    def run(self) -> None:
         while not self.stop.is_set():
-            for proc in me.children(recursive=True):
-                try:
-                    title, rss = " ".join(proc.cmdline()), proc.memory_info().rss
-                except psutil.Error:
-                    continue
-                if "FrameExtractor" in title:
-                    self.role[proc.pid] = "extractor actor"
-                elif "ClipDecoder" in title:
-                    self.role[proc.pid] = "decoder actor"
-                if proc.pid in self.role:
-                    self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), rss)
+            self.sample()
             time.sleep(0.5)  # sparse: the monitor must not steal CPU from what it measures
 
     def __enter__(self) -> RssMonitor:
+        self.sample()
         self.thread.start()
         return self
 
@@ -64,11 +78,22 @@ class RssMonitor:
         self.stop.set()
         self.thread.join()
 
-    def by_role(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for pid, rss in self.peak.items():
-            out[self.role[pid]] = max(out.get(self.role[pid], 0.0), rss / 2**20)
+    def cpu_seconds(self) -> float:
+        """CPU used during the run by the Ray processes (actors, raylet, GCS, agents); actors that exited
+        between two samples lose at most 0.5 s each."""
+        return sum(self.cpu_last[p] - self.cpu_start[p] for p in self.cpu_last)
+
+    def by_role(self) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for pid, (rss, uss) in self.peak.items():
+            old = out.get(self.role[pid], (0.0, 0.0))
+            out[self.role[pid]] = (max(old[0], rss / 2**20), max(old[1], uss / 2**20))
         return out
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def replicate(src: Path, dst: Path, times: int) -> Path:
@@ -110,10 +135,14 @@ def main() -> int:
             # alternate the two runners so that load from other processes hits both alike
             for r in range(args.rounds):
                 load = os.getloadavg()[0]
+                cpu0 = _cpu()
                 seq = run_extraction(dataclasses.replace(base, runner="local", out_dir=tmp / f"seq{r}"))
+                seq_cpu = _cpu() - cpu0
+                cpu0 = _cpu()
                 with RssMonitor() as mon1:
                     par = run_extraction(dataclasses.replace(base, out_dir=tmp / f"ray{r}"))
-                rounds.append((seq, par, load, os.getloadavg()[0]))
+                par_cpu = mon1.cpu_seconds() + _cpu() - cpu0
+                rounds.append((seq, par, load, os.getloadavg()[0], seq_cpu, par_cpu))
             big = replicate(src, tmp / f"x{args.scale}", args.scale)
             with RssMonitor() as mon4:
                 par4 = run_extraction(dataclasses.replace(base, input_dir=big, out_dir=tmp / f"ray-x{args.scale}"))
@@ -123,7 +152,7 @@ def main() -> int:
 
         print()
         print(f"{'round':<7}{'runner':<24}{'frames':>8}{'seconds':>10}{'frames/s':>10}{'ratio':>8}{'load 1m':>10}")
-        for r, (seq, par, load0, load1) in enumerate(rounds):
+        for r, (seq, par, load0, load1, *_) in enumerate(rounds):
             ratio = par.frames_per_second / seq.frames_per_second
             print(f"{r:<7}{'sequential (1 process)':<24}{seq.frames_processed:>8}{seq.seconds:>10.1f}"
                   f"{seq.frames_per_second:>10.2f}{'':>8}{load0:>10.2f}")
@@ -137,10 +166,19 @@ def main() -> int:
               f"({par_fps:.2f} / {seq_fps:.2f} frames/s) "
               f"(goal >= 1.6); shards byte-identical: {same}")
         print()
-        print(f"{'peak RSS per worker (MiB)':<28}{'1x':>10}{str(args.scale) + 'x':>10}")
+        seq_cpu = sum(x[4] for x in rounds) / sum(x[0].frames_processed for x in rounds)
+        par_cpu = sum(x[5] for x in rounds) / sum(x[1].frames_processed for x in rounds)
+        cores = os.cpu_count() or 1
+        print(f"CPU seconds per frame: sequential {seq_cpu:.3f}, ray {par_cpu:.3f} (all Ray processes included); "
+              f"on {cores} otherwise idle cores the ray runner could reach at most "
+              f"{cores * seq_cpu / par_cpu:.2f}x the sequential loop")
+        print()
+        print(f"{'peak memory per worker (MiB)':<28}{'RSS 1x':>10}{'RSS ' + str(args.scale) + 'x':>10}"
+              f"{'USS 1x':>10}{'USS ' + str(args.scale) + 'x':>10}")
         r1, r4 = mon1.by_role(), mon4.by_role()
         for role in sorted(set(r1) | set(r4)):
-            print(f"{role:<28}{r1.get(role, 0):>10.0f}{r4.get(role, 0):>10.0f}")
+            (a, b), (c, d) = r1.get(role, (0, 0)), r4.get(role, (0, 0))
+            print(f"{role:<28}{a:>10.0f}{c:>10.0f}{b:>10.0f}{d:>10.0f}")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"driver peak RSS over the whole benchmark (sequential run included): {peak:.0f} MiB")
     return 0

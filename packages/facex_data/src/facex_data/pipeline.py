@@ -46,6 +46,7 @@ class ExtractConfig:
     actor_num_gpus: float = 0.0
     num_decoders: int = 2  # decoder actors (each decodes one clip at a time, isolated from the driver)
     decode_num_cpus: float = 0.25
+    decoder_max_clips: int = 8  # a decoder actor is replaced after this many clips: its memory cannot creep up
     max_inflight_batches: int = 6  # decoded + extracting batches in flight: bounds memory
     decode_timeout_s: float = 120.0  # a decode (or probe) running longer is a hung decoder: cancel it
     ray_num_cpus: int = 0  # CPUs of the local Ray the stage starts (0 = all); ignored on a cluster
@@ -137,6 +138,9 @@ class ClipDecoder:
 
     def __init__(self) -> None:
         self.reader: ClipReader | None = None
+
+    def ready(self) -> bool:
+        return True
 
     def probe(self, path: Path, policy: SamplingPolicy) -> tuple[VideoInfo, list[int]]:
         self.reader = None
@@ -389,6 +393,22 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
     extracts: dict = {}  # extractor call ref -> (state, chunk index, actor index, n frames)
     ready_frames: list = []  # (state, chunk index, indices, frames ref) waiting for an extractor
     busy: set[int] = set()  # decoders with a call in flight
+    served = [0] * len(decoders)  # clips each decoder has opened
+
+    def start_decoder(d: int) -> None:
+        # the decode timeout runs from the first call after "ready": actor start-up is not a hang
+        calls[decoders[d].ready.remote()] = (d, "ready", [], time.monotonic())
+        busy.add(d)
+
+    def replace_decoder(d: int) -> None:
+        # a fresh actor, not a restart: a call sent right after ray.kill could still reach the dying one
+        ray.kill(decoders[d], no_restart=True)
+        decoders[d] = decoder_cls.remote()
+        served[d] = 0
+        start_decoder(d)
+
+    for d in range(len(decoders)):
+        start_decoder(d)
     next_clip = 0
 
     def settle(state: ClipState) -> None:
@@ -405,10 +425,11 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
             settle(state)
 
     def batches_in_flight() -> int:
-        return sum(1 for v in calls.values() if v[1] != "probe") + len(extracts) + len(ready_frames)
+        return sum(1 for v in calls.values() if v[1] not in ("probe", "ready")) + len(extracts) + len(ready_frames)
 
     try:
-        while next_clip < len(queue) or calls or extracts or ready_frames or any(pending):
+        while next_clip < len(queue) or any(v[1] != "ready" for v in calls.values()) or extracts or ready_frames \
+                or any(pending):
             for d in range(len(decoders)):
                 if d in busy:
                     continue
@@ -419,6 +440,9 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
                         calls[ref] = (d, i, part, time.monotonic())
                         busy.add(d)
                 elif next_clip < len(queue) and batches_in_flight() < cfg.max_inflight_batches:
+                    if served[d] >= cfg.decoder_max_clips:
+                        replace_decoder(d)
+                    served[d] += 1
                     current[d] = queue[next_clip]
                     next_clip += 1
                     calls[decoders[d].probe.remote(current[d].clip.path, cfg.sampling)] = (d, "probe", [],
@@ -443,6 +467,10 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
                     except Exception as err:
                         if state is not None:
                             fail(d, _reason(err, state.clip, "decoder"))
+                        if not isinstance(err, ray.exceptions.RayTaskError):
+                            replace_decoder(d)  # the decoder process died (a crash on this clip)
+                        continue
+                    if what == "ready":
                         continue
                     if what == "probe":
                         state.video, indices = result
@@ -468,11 +496,11 @@ def _run_ray(cfg: ExtractConfig) -> RunSummary:
                         state.done[i] = result
                         settle(state)
             now = time.monotonic()
-            for ref, (d, _, _, started) in list(calls.items()):
-                if now - started > cfg.decode_timeout_s:
+            for ref, (d, what, _, started) in list(calls.items()):
+                if what != "ready" and now - started > cfg.decode_timeout_s:
                     del calls[ref]
                     busy.discard(d)
-                    ray.kill(decoders[d], no_restart=False)  # the actor restarts; the clip is given up
+                    replace_decoder(d)  # the hung clip is given up
                     fail(d, f"{current[d].clip.path}: decoder hung (no result in {cfg.decode_timeout_s:.0f} s); "
                             "the file is probably corrupt: re-download or remove it")
     finally:
