@@ -74,3 +74,12 @@ def tiny_model(tiny_backbone):
         return FaceXModel(FaceXConfig.tiny(tiny_backbone, **overrides))
 
     return build
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models gain nothing from a second thread, and OpenMP threads fight badly on a shared 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

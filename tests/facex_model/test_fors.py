@@ -66,9 +66,29 @@ def test_representation_assembler_takes_each_region_from_the_side_the_table_says
 
 def test_task_table_matches_paper_fig4():
     face = {"brows", "eyes", "nose", "lips", "skin"}
-    assert {r for r, s in TASK_TABLE["reenact"].regions.items() if s == "source"} == set(PAPER_REGIONS)
-    assert {r for r, s in TASK_TABLE["swap"].regions.items() if s == "source"} == face
-    assert {r for r, s in TASK_TABLE["headswap"].regions.items() if s == "source"} == face | {"hair", "ears"}
+
+    def from_source(task):
+        return {r for r in PAPER_REGIONS if TASK_TABLE[task].regions[r] == "source"}
+
+    assert from_source("reenact") == set(PAPER_REGIONS)
+    assert from_source("swap") == face
+    assert from_source("headswap") == face | {"hair", "ears"}
+    for task in ("reenact", "swap", "headswap"):
+        assert TASK_TABLE[task].representations["id"] == "source"
+        assert all(TASK_TABLE[task].representations[m] == "target" for m in ("pose", "expression", "gaze"))
+
+
+def test_edit_row_with_glasses_region_from_reference(tiny_model, make_batch):
+    model = tiny_model(regions=(*PAPER_REGIONS, "glasses"))
+    batch = make_batch(batch=1, sides=("source", "target", "reference"))
+    batch["reference_parsing"][0, 27:30, 18:46] = 6  # the reference wears glasses
+    reps = {s: _side_tokens(model, batch, s) for s in ("source", "reference")}
+    with torch.no_grad():
+        assembled = model.representation_assembler(reps, edit_row(("glasses",)))
+    glasses = len(PAPER_REGIONS)
+    assert torch.equal(assembled["regions"][:, glasses], reps["reference"]["regions"][:, glasses])
+    assert not torch.equal(reps["source"]["regions"][:, glasses], reps["reference"]["regions"][:, glasses])
+    assert torch.equal(assembled["regions"][:, :glasses], reps["source"]["regions"][:, :glasses])
 
 
 def test_region_assembler_reenact_is_the_whole_source(make_batch):

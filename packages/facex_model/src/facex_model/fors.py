@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facex_model.regions import FACE_REGIONS, HEAD_REGIONS, PAPER_REGIONS, union_mask
+from facex_model.regions import ALL_REGIONS, FACE_REGIONS, HEAD_REGIONS, PAPER_REGIONS, union_mask
 
 SIDES = ("source", "target", "reference")
 REPRESENTATIONS = ("id", "regions", "pose", "expression", "gaze", "texture", "lighting")
@@ -56,7 +56,8 @@ class TaskSpec:
 
 
 def _regions(source: tuple[str, ...], rest: str = "target", other: str = "source") -> dict[str, str]:
-    return {r: (other if r in source else rest) for r in PAPER_REGIONS}
+    # rows cover the whole vocabulary, so a model configured with extra regions (glasses, hat) still has a side for each
+    return {r: (other if r in source else rest) for r in ALL_REGIONS}
 
 
 _MOTION_FROM_TARGET = {"id": "source", "pose": "target", "expression": "target", "gaze": "target", "texture": "source"}
@@ -67,7 +68,7 @@ TASK_TABLE: dict[str, TaskSpec] = {
     "reenact": TaskSpec(
         name="reenact",
         representations={**_MOTION_FROM_TARGET, "lighting": "source"},
-        regions=_regions(PAPER_REGIONS),
+        regions=_regions(ALL_REGIONS),
         base="source",
     ),
     "swap": TaskSpec(
@@ -90,8 +91,8 @@ TASK_TABLE: dict[str, TaskSpec] = {
         paste_erode=0.03,
         paste_grayscale=True,
     ),
-    "edit": TaskSpec(name="edit", representations=_ALL_SOURCE, regions=_regions(PAPER_REGIONS), base="source"),
-    "inpaint": TaskSpec(name="inpaint", representations=_ALL_SOURCE, regions=_regions(PAPER_REGIONS), base="source"),
+    "edit": TaskSpec(name="edit", representations=_ALL_SOURCE, regions=_regions(ALL_REGIONS), base="source"),
+    "inpaint": TaskSpec(name="inpaint", representations=_ALL_SOURCE, regions=_regions(ALL_REGIONS), base="source"),
 }
 
 
@@ -101,7 +102,7 @@ def edit_row(regions_from_reference: tuple[str, ...], dilate: float = 0.03) -> T
     Those regions are cut out of the source (union over source and reference, dilated) so the model repaints them.
     """
     base = TASK_TABLE["edit"]
-    regions = {r: ("reference" if r in regions_from_reference else "source") for r in PAPER_REGIONS}
+    regions = {r: ("reference" if r in regions_from_reference else "source") for r in ALL_REGIONS}
     return replace(
         base,
         name="edit",
