@@ -49,7 +49,7 @@ OFFLINE_EXPRESSION = (
     "smile", "lip_corner_asym", "jaw_drop", "brow_squeeze",
 )
 TDMM_LAYOUTS: dict[str, dict[str, tuple[int, int]]] = {
-    # yaw/pitch/roll in radians (yaw + = subject turns towards image right); translation / crop size
+    # yaw/pitch/roll in radians (yaw + = nose turned towards image left); translation x/z, y/z, z/1000
     "offline": {"angles": (0, 3), "translation": (3, 6), "expression": (6, 6 + len(OFFLINE_EXPRESSION))},
     # Deep3DFaceRecon (paper backend): 257 coefficients, DESIGN §3
     "paper": {"identity": (0, 80), "expression": (80, 144), "texture": (144, 224), "angles": (224, 227),
