@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -331,7 +330,7 @@ def run_local(cfg: ExtractConfig) -> RunSummary:
     return _finish(cfg, plans, todo, done_stats, assembler, start, progress.frames)
 
 
-def run_extraction(cfg: ExtractConfig, on_shard: Callable[[str], None] | None = None) -> RunSummary:
+def run_extraction(cfg: ExtractConfig) -> RunSummary:
     """Extract ``cfg.input_dir`` into shards in ``cfg.out_dir`` with the configured runner."""
     if cfg.runner == "local":
         return run_local(cfg)
