@@ -201,3 +201,10 @@ def test_swap_takes_lighting_from_target_and_texture_from_source(tiny_model, mak
     assert not torch.allclose(base, f_sd(target_lighting=batch["target_lighting"] + 1))
     assert torch.equal(base, f_sd(target_texture=batch["target_texture"] + 1))
     assert not torch.allclose(base, f_sd(source_texture=batch["source_texture"] + 1))
+
+
+def test_train_mode_leaves_the_frozen_backbone_in_eval(tiny_model):
+    model = tiny_model().train()
+    assert model.frc.training and model.sd_adapter.training
+    assert not model.unet.training and not model.vae.training and not model.image_encoder.training
+    assert tiny_model(train_vision_encoder=True).train().image_encoder.training

@@ -155,6 +155,14 @@ class FaceXModel(nn.Module):
         state["null_f_sd"] = self.null_f_sd.data
         return state
 
+    def train(self, mode: bool = True) -> FaceXModel:
+        """Train mode for the trainable part only; the frozen backbone stays in eval (no dropout, fixed statistics)."""
+        super().train(mode)
+        frozen = [self.unet, self.vae] + ([] if self.config.train_vision_encoder else [self.image_encoder])
+        for module in frozen:
+            module.eval()
+        return self
+
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
 
