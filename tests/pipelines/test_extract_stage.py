@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,6 +127,7 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     ledger = json.loads((out / "ledger.json").read_text())
     assert ledger["totals"]["clips_written"] == 2 and ledger["totals"]["shards"] == 2
     samples = list(open_shards(out, shuffle=0, shardshuffle=False))
