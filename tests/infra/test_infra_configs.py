@@ -44,21 +44,28 @@ def locked(name: str) -> str:
     return re.search(rf"^{re.escape(name)}==(\S+)$", text, re.M).group(1)
 
 
-def test_dockerfile_targets_copy_only_what_exists_run_non_root_and_bake_no_weights():
+def dockerfile_variants() -> set[str]:
+    """The VARIANT build-arg values the Dockerfile has a base stage for (gpu, cpu)."""
     stages = dockerfile_stages((INFRA / "docker" / "Dockerfile").read_text())
-    assert {"gpu", "cpu"} <= set(stages)
-    for name in ("gpu", "cpu"):
-        steps = stages[name]
-        copies = [s for s in steps if s.upper().startswith("COPY")]
-        assert copies, name
-        for copy in copies:
-            sources = [a for a in copy.split()[1:-1] if not a.startswith("--")]
-            for src in sources:
-                assert (REPO / src).exists(), f"{name}: COPY {src} does not exist in the repo"
-                assert not src.startswith(("models", "data", ".venv")), f"{name}: copies {src} into the image"
-        users = [s.split()[1] for s in steps if s.upper().startswith("USER ")]
-        assert users and users[-1] not in ("root", "0"), f"{name} runs as root"
-        assert any("requirements.lock" in s for s in steps if s.upper().startswith("RUN"))
+    return {name.removesuffix("-base") for name in stages if name.endswith("-base")}
+
+
+def test_dockerfile_copies_only_what_exists_runs_non_root_and_bakes_no_weights():
+    text = (INFRA / "docker" / "Dockerfile").read_text()
+    stages = dockerfile_stages(text)
+    assert dockerfile_variants() == {"gpu", "cpu"}
+    assert re.search(r"^FROM \$\{VARIANT\}-base AS facex$", text, re.M)
+    steps = stages["facex"]
+    copies = [s for s in steps if s.upper().startswith("COPY")]
+    assert copies
+    for copy in copies:
+        sources = [a for a in copy.split()[1:-1] if not a.startswith("--")]
+        for src in sources:
+            assert (REPO / src).exists(), f"COPY {src} does not exist in the repo"
+            assert not src.startswith(("models", "data", ".venv")), f"copies {src} into the image"
+    users = [s.split()[1] for s in steps if s.upper().startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), "the image runs as root"
+    assert any("requirements.lock" in s for s in steps if s.upper().startswith("RUN"))
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"data", "models", ".venv", ".git"} <= set(ignored)
 
@@ -74,10 +81,9 @@ def test_ray_cluster_config_validates_against_rays_schema():
 
 def test_ray_cluster_uses_the_built_image_and_fits_the_real_profile():
     config = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
-    targets = set(dockerfile_stages((INFRA / "docker" / "Dockerfile").read_text()))
     name, tag = config["docker"]["image"].rsplit("/", 1)[-1].split(":")
-    version, target = tag.rsplit("-", 1)
-    assert name == "facex" and version == package_version() and target in targets
+    version, variant = tag.rsplit("-", 1)
+    assert name == "facex" and version == package_version() and variant in dockerfile_variants()
     real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
     gpu = config["available_node_types"]["gpu_workers"]
     assert gpu["resources"]["GPU"] * gpu["max_workers"] >= real.compute.num_workers

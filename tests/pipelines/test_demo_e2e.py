@@ -48,6 +48,16 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert sorted(p.stem for p in sample.rglob("*.mp4")) == sorted(info["clips"])
     assert (clone / "dvc.lock").is_file()
 
+    shards = clone / params["extract"]["out_dir"]
+    tars = sorted(shards.glob("shard-*.tar"))
+    assert tars and all(t.with_name(t.name.replace(".tar", ".stats.json")).is_file() for t in tars)
+    ledger = json.loads((shards / "ledger.json").read_text())
+    assert sorted(c["clip_id"] for c in ledger["clips"] if c["status"] == "written") == sorted(info["clips"])
+    import webdataset as wds
+
+    keys = [s["__key__"] for s in wds.WebDataset([str(t) for t in tars], shardshuffle=False)]
+    assert len(keys) == sum(c["frames"] for c in ledger["clips"]) > 0
+
     second = demo()
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
