@@ -63,6 +63,36 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class SplitParams:
+    """Which clips are held out of training for evaluation (the same rule everywhere: facex_model.features)."""
+
+    holdout_every: int = 2  # clips sorted by id: every n-th one (n-1, 2n-1, ...) is held out; 0 = none
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    """MLflow: where runs and the model registry live (a local sqlite store by default, or an http server)."""
+
+    uri: str = "sqlite:///mlflow.db"  # relative sqlite paths are resolved against the repo
+    experiment: str = "facex"
+    artifact_dir: Path = Path("mlartifacts")  # artifact root for a local store (a server has its own)
+    model_prefix: str = "facex"  # registered names: <prefix>-generalist, <prefix>-reenact, <prefix>-swap
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The evaluate stage (pipelines/evaluate.py): held-out pairs, sampling settings, metrics."""
+
+    steps: int = 10
+    scheduler: Literal["ddim", "euler", "dpm"] = "ddim"
+    cfg_scale: float = 2.0
+    max_pairs: int = 8
+    fid_features: str = "standin"  # "standin" (embedded only, labelled so) or an Inception folder in models.dir
+    seed: int = 0
+    out_dir: Path = Path("metrics")
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of a params file. Sections later stages add are new fields here."""
 
@@ -71,6 +101,9 @@ class Params:
     models: ModelsParams = field(default_factory=ModelsParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
     train: TrainParams = field(default_factory=TrainParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
 
 def params_path(explicit: str | os.PathLike | None = None) -> Path:

@@ -68,6 +68,8 @@ class FaceXConfig:
     task: str = "headswap"
     cond_drop_prob: float = 0.1
     train_vision_encoder: bool = False
+    extractors: str = "paper"  # the extractor backend whose features the model reads (facex_model.features)
+    resolution: int = 256  # image size the model was trained at (aligned crops are resized to it)
 
     @classmethod
     def tiny(cls, backbone_path: str | Path, **overrides: Any) -> FaceXConfig:
@@ -82,6 +84,8 @@ class FaceXConfig:
             inp_channels=(16, 32, 32),
             inp_grid=4,
             frc_heads=4,
+            extractors="offline",
+            resolution=64,
         )
         values.update(overrides)
         return cls(**values)

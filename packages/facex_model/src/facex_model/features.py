@@ -1,0 +1,227 @@
+"""Extracted face features -> the model's per-side tensors.
+
+One place says how a shard sample (``facex_data.shards.decode_sample``) or a freshly extracted
+``facex_data.extractors.FaceFeatures`` becomes the inputs FaceXModel reads for one side of a pair:
+
+    <side>_image       float (3, R, R) in [-1, 1], the aligned crop resized to the training resolution
+    <side>_parsing     long (R, R) BiSeNet-19 ids (255 = unknown), nearest-resized
+    <side>_id          float (T, D): the ArcFace layer-4 map as T tokens (paper backend, when stored),
+                       else the identity vector as one token
+    <side>_pose        float (3,) yaw/pitch/roll (radians)
+    <side>_expression  float (E,) 10 landmark-geometry features (offline) or 64 3DMM coefficients (paper)
+    <side>_gaze        float (2,) yaw/pitch (radians)
+    <side>_texture     float (80,) 3DMM texture (paper backend only)
+    <side>_lighting    float (27,) SH lighting (paper backend only)
+
+Training, inference and evaluation all go through :func:`side_inputs`, so a model trained on shards
+sees exactly what it sees when a user hands it a photo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facex_data import schema
+
+SIDES = ("source", "target", "reference")
+FEATURE_NAMES = ("image", "parsing", "id", "pose", "expression", "gaze", "texture", "lighting")
+
+
+def tdmm_parts(tdmm: np.ndarray | torch.Tensor, backend: str) -> dict[str, torch.Tensor]:
+    """Split stored tdmm coefficients into the named arrays of the backend's layout (schema.TDMM_LAYOUTS)."""
+    if backend not in schema.TDMM_LAYOUTS:
+        raise ValueError(f"unknown extractor backend {backend!r}; known: {', '.join(schema.TDMM_LAYOUTS)}")
+    t = torch.as_tensor(np.asarray(tdmm, dtype=np.float32))
+    layout = schema.TDMM_LAYOUTS[backend]
+    if t.shape[-1] < schema.TDMM_DIM[backend]:
+        raise ValueError(f"{backend} tdmm has {t.shape[-1]} coefficients, the layout needs {schema.TDMM_DIM[backend]}")
+    return {name: t[..., a:b] for name, (a, b) in layout.items()}
+
+
+def identity_tokens(identity: Any, idmap: Any | None = None) -> torch.Tensor:
+    """(T, D) identity tokens: a stored (D, h, w) ArcFace map flattened row-major, else the vector as 1 token."""
+    if idmap is not None:
+        m = torch.as_tensor(np.asarray(idmap, dtype=np.float32))
+        return m.flatten(1).transpose(0, 1).contiguous()
+    return torch.as_tensor(np.asarray(identity, dtype=np.float32)).reshape(1, -1)
+
+
+def image_tensor(image: Any, resolution: int) -> torch.Tensor:
+    """uint8 (3, H, W) tensor or (H, W, 3) array -> float (3, R, R) in [-1, 1]."""
+    t = torch.as_tensor(np.asarray(image))
+    if t.ndim != 3:
+        raise ValueError(f"expected an RGB image, got shape {tuple(t.shape)}")
+    if t.shape[0] != 3 and t.shape[-1] == 3:
+        t = t.permute(2, 0, 1)
+    x = t.float().div(127.5).sub(1.0).unsqueeze(0)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return x[0].clamp(-1, 1)
+
+
+def parsing_tensor(parsing: Any, resolution: int) -> torch.Tensor:
+    """uint8 (H, W) class map -> long (R, R), nearest-resized (class ids are labels, never blended)."""
+    p = torch.as_tensor(np.asarray(parsing)).long()
+    if p.shape[-1] != resolution or p.shape[-2] != resolution:
+        p = F.interpolate(p[None, None].float(), size=(resolution, resolution), mode="nearest")[0, 0].long()
+    return p
+
+
+def side_inputs(
+    *,
+    image: Any,
+    parsing: Any,
+    identity: Any,
+    tdmm: Any,
+    gaze: Any,
+    backend: str,
+    resolution: int,
+    idmap: Any | None = None,
+) -> dict[str, torch.Tensor]:
+    """One face's features -> unbatched model inputs (names without the side prefix)."""
+    parts = tdmm_parts(tdmm, backend)
+    out = {
+        "image": image_tensor(image, resolution),
+        "parsing": parsing_tensor(parsing, resolution),
+        "id": identity_tokens(identity, idmap),
+        "pose": parts["angles"],
+        "expression": parts["expression"],
+        "gaze": torch.as_tensor(np.asarray(gaze, dtype=np.float32)),
+    }
+    for name in ("texture", "lighting"):
+        if name in parts:
+            out[name] = parts[name]
+    return out
+
+
+def backend_of(sample: Mapping[str, Any]) -> str:
+    """The extractor backend a shard sample was written by (its json says so)."""
+    meta = sample.get("meta") or {}
+    extractors = meta.get("extractors") or {}
+    name = extractors.get("backend") if isinstance(extractors, dict) else None
+    return name or "offline"
+
+
+def sample_inputs(sample: Mapping[str, Any], resolution: int) -> dict[str, torch.Tensor]:
+    """A decoded shard sample (``facex_data.shards.decode_sample``) -> unbatched model inputs."""
+    return side_inputs(
+        image=sample["image"],
+        parsing=sample["parsing"],
+        identity=sample["id"],
+        tdmm=sample["tdmm"],
+        gaze=sample["gaze"],
+        idmap=sample.get("idmap"),
+        backend=backend_of(sample),
+        resolution=resolution,
+    )
+
+
+def features_inputs(features: Any, backend: str, resolution: int, idmap: Any | None = None) -> dict[str, torch.Tensor]:
+    """A ``facex_data.extractors.FaceFeatures`` (one detected face) -> unbatched model inputs."""
+    return side_inputs(
+        image=features.detection.crop,
+        parsing=features.parsing,
+        identity=features.identity,
+        tdmm=features.tdmm,
+        gaze=features.gaze,
+        idmap=idmap if idmap is not None else getattr(features, "idmap", None),
+        backend=backend,
+        resolution=resolution,
+    )
+
+
+def collate_sides(items: Sequence[Mapping[str, Mapping[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """[{side: {name: tensor}}, ...] -> the model's batch {f"{side}_{name}": stacked tensor}."""
+    if not items:
+        raise ValueError("cannot collate an empty list of samples")
+    out: dict[str, torch.Tensor] = {}
+    for side, feats in items[0].items():
+        for name in feats:
+            out[f"{side}_{name}"] = torch.stack([item[side][name] for item in items])
+    return out
+
+
+def batch_to(batch: Mapping[str, torch.Tensor], device: torch.device | str, dtype: torch.dtype | None = None):
+    """Move a batch to a device; floating tensors also to `dtype` when given (parsing stays integer)."""
+    moved = {}
+    for key, value in batch.items():
+        if dtype is not None and value.is_floating_point():
+            moved[key] = value.to(device=device, dtype=dtype)
+        else:
+            moved[key] = value.to(device)
+    return moved
+
+
+def config_overrides_for_backend(backend: str, id_tokens: int | None = None) -> dict[str, Any]:
+    """FaceXConfig fields that must match the extractor backend the shards were written with."""
+    if backend == "offline":
+        return {
+            "id_dim": schema.ID_DIM["offline"],
+            "id_tokens": 1,
+            "vector_dims": {
+                "pose": 3,
+                "expression": len(schema.OFFLINE_EXPRESSION),
+                "gaze": schema.GAZE_DIM,
+                "texture": 0,
+                "lighting": 0,
+            },
+        }
+    if backend == "paper":
+        layout = schema.TDMM_LAYOUTS["paper"]
+        dims = {name: b - a for name, (a, b) in layout.items()}
+        return {
+            "id_dim": schema.ID_DIM["paper"],
+            "id_tokens": id_tokens or 64,
+            "vector_dims": {
+                "pose": dims["angles"],
+                "expression": dims["expression"],
+                "gaze": schema.GAZE_DIM,
+                "texture": dims["texture"],
+                "lighting": dims["lighting"],
+            },
+        }
+    raise ValueError(f"unknown extractor backend {backend!r}; known: offline, paper")
+
+
+def shard_backend(shard_dir: Path) -> str:
+    """The backend recorded in a shard folder's ledger (``ledger.json``), defaulting to offline."""
+    import json
+
+    ledger = Path(shard_dir) / "ledger.json"
+    if ledger.is_file():
+        run = json.loads(ledger.read_text()).get("run", {})
+        backend = run.get("extractors")
+        if isinstance(backend, str) and backend:
+            return str(backend)
+    return "offline"
+
+
+def written_clips(shard_dir: Path) -> list[str]:
+    """Clip ids the extract stage wrote into a shard folder (from its ledger), sorted."""
+    import json
+
+    ledger = Path(shard_dir) / "ledger.json"
+    if not ledger.is_file():
+        raise FileNotFoundError(f"{ledger} not found: run the extract stage first (dvc repro extract)")
+    clips = json.loads(ledger.read_text()).get("clips", [])
+    return sorted(c["clip_id"] for c in clips if c.get("status") == "written")
+
+
+def holdout_clips(clip_ids: Sequence[str], every: int) -> set[str]:
+    """The held-out split: of the clips sorted by id, every `every`-th one (indices every-1, 2*every-1, ...).
+
+    Training skips these and evaluation uses only these, so the two never share a clip. ``every <= 0``
+    holds nothing out; ``every == 1`` would hold out everything and is refused.
+    """
+    if every == 1:
+        raise ValueError("split.holdout_every = 1 would hold out every clip and leave nothing to train on")
+    if every <= 0:
+        return set()
+    ordered = sorted(set(clip_ids))
+    return {clip for i, clip in enumerate(ordered) if i % every == every - 1}

@@ -1,0 +1,77 @@
+"""Shard samples / extracted features -> model inputs, and the held-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facex_data import schema
+from facex_model import features
+
+
+def _offline_sample(size: int = 32) -> dict:
+    rng = np.random.default_rng(0)
+    tdmm = np.arange(schema.TDMM_DIM["offline"], dtype=np.float32)
+    parsing = np.full((size, size), schema.UNKNOWN, np.uint8)
+    parsing[8:24, 8:24] = schema.CLASS_ID["nose"]
+    return {
+        "image": torch.from_numpy(rng.integers(0, 256, (3, size, size), dtype=np.uint8)),
+        "parsing": torch.from_numpy(parsing),
+        "id": torch.from_numpy(rng.standard_normal(128).astype(np.float32)),
+        "tdmm": torch.from_numpy(tdmm),
+        "gaze": torch.tensor([0.1, -0.2]),
+        "meta": {"extractors": {"backend": "offline"}},
+    }
+
+
+def test_offline_sample_maps_to_the_tiny_config_layout():
+    x = features.sample_inputs(_offline_sample(), resolution=16)
+    assert x["image"].shape == (3, 16, 16) and x["image"].min() >= -1 and x["image"].max() <= 1
+    assert x["parsing"].dtype == torch.long and set(x["parsing"].unique().tolist()) == {10, 255}
+    assert x["id"].shape == (1, 128)
+    assert x["pose"].tolist() == [0.0, 1.0, 2.0]  # angles 0:3, translation 3:6 is not a model input
+    assert x["expression"].tolist() == [float(i) for i in range(6, 16)]
+    dims = features.config_overrides_for_backend("offline")["vector_dims"]
+    assert {k: v.shape[-1] for k, v in x.items() if k in dims} == {k: v for k, v in dims.items() if v}
+
+
+def test_paper_sample_uses_the_identity_map_as_tokens():
+    tdmm = np.arange(257, dtype=np.float32)
+    idmap = np.random.default_rng(1).standard_normal((512, 8, 8)).astype(np.float16)
+    x = features.side_inputs(
+        image=np.zeros((20, 20, 3), np.uint8),
+        parsing=np.zeros((20, 20), np.uint8),
+        identity=np.zeros(512, np.float32),
+        tdmm=tdmm,
+        gaze=np.zeros(2, np.float32),
+        idmap=idmap,
+        backend="paper",
+        resolution=8,
+    )
+    assert x["id"].shape == (64, 512)
+    assert torch.equal(x["id"][9], torch.from_numpy(idmap[:, 1, 1].astype(np.float32)))  # row-major tokens
+    assert x["expression"].tolist() == list(map(float, range(80, 144)))
+    assert x["pose"].tolist() == [224.0, 225.0, 226.0]
+    assert x["texture"].shape == (80,) and x["lighting"].shape == (27,)
+
+
+def test_collate_prefixes_sides():
+    one = features.sample_inputs(_offline_sample(), resolution=8)
+    batch = features.collate_sides([{"source": one, "target": one}] * 3)
+    assert batch["source_image"].shape == (3, 3, 8, 8) and batch["target_id"].shape == (3, 1, 128)
+
+
+def test_holdout_split_is_disjoint_and_stable():
+    clips = ["b_0", "a_1", "a_0", "b_1"]
+    held = features.holdout_clips(clips, 2)
+    assert held == {"a_1", "b_1"}
+    assert features.holdout_clips(list(reversed(clips)), 2) == held
+    assert features.holdout_clips(clips, 0) == set()
+    with pytest.raises(ValueError, match="holdout_every"):
+        features.holdout_clips(clips, 1)
+
+
+def test_wrong_tdmm_length_is_refused():
+    with pytest.raises(ValueError, match="257"):
+        features.tdmm_parts(np.zeros(16, np.float32), "paper")
