@@ -7,6 +7,8 @@ VENV_ABS := $(abspath $(VENV))
 BIN := $(VENV_ABS)/bin
 STAMP := $(VENV_ABS)/.facex-setup
 PKGS := packages/facex_data packages/facex_model
+# insightface requires opencv-python (GUI build, needs libGL): install it without deps, its other deps are in the lock
+INSIGHTFACE := insightface==2.1
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export RAY_AUTH_MODE ?= disabled
@@ -23,6 +25,7 @@ setup: $(STAMP)
 $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PKGS))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_ABS)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps $(INSIGHTFACE)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps --no-build-isolation $(addprefix -e ,$(PKGS))
 	@touch $@
 
@@ -55,7 +58,7 @@ lint: setup
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q -r requirements.in
-	.lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -vE '^(pip|facex-)' > requirements.lock
+	.lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -vE '^(pip|facex-|insightface)' > requirements.lock
 	rm -rf .lock-venv
 
 ## benchmarks (print side-by-side ratios measured in one run; not part of the test suite)
