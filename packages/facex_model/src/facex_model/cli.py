@@ -92,6 +92,29 @@ def extract(
     typer.echo(summary.table())
 
 
+models_app = typer.Typer(
+    help="The third-party weights in the models dir (never downloaded by FaceX).", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("check")
+def models_check(
+    models_dir: Annotated[Path | None, typer.Option("--dir", help="default: $FACEX_MODELS_DIR or ./models")] = None,
+    pin: Annotated[bool, typer.Option(help="record the sha256 of the files present in <dir>/SHA256SUMS")] = False,
+) -> None:
+    """Each weight file: present / missing / hash mismatch, and the pipeline stages that read it."""
+    from facex_data.models import check_models, format_table, resolve_models_dir, write_pins
+
+    root = resolve_models_dir(models_dir)
+    if pin:
+        typer.echo(f"pinned {len(write_pins(root))} files in {root / 'SHA256SUMS'}")
+    statuses = check_models(root)
+    typer.echo(format_table(statuses, root))
+    if any(s.status == "hash mismatch" for s in statuses):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
