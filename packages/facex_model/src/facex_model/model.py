@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -203,14 +204,24 @@ class FaceXModel(nn.Module):
         reps = {side: self.encode_representations(batch, side, names) for side, names in wanted.items()}
         f_rep = self.representation_adapter(self.representation_assembler(reps, spec))
 
+        reference, hole = self.assemble_reference(batch, spec, extra_hole)
+        f_inp = self.inpaint_encoder(reference, hole)
+        return self.sd_adapter(f_rep, f_inp)
+
+    def assemble_reference(
+        self,
+        batch: dict[str, torch.Tensor],
+        task: str | TaskSpec | None = None,
+        extra_hole: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The region assembler's I_R (B, 3, H, W) in [-1, 1] and its hole mask (B, 1, H, W) for a task."""
+        spec = get_task(task or self.config.task)
         image_sides = (
             {spec.base, spec.paste_side, *spec.hole_sides} if spec.hole_regions or spec.paste_regions else {spec.base}
         )
         images = {s: _get(batch, f"{s}_image") for s in image_sides}
         parsings = {s: batch[f"{s}_parsing"] for s in image_sides if f"{s}_parsing" in batch}
-        reference, hole = self.region_assembler(images, parsings, spec, extra_hole)
-        f_inp = self.inpaint_encoder(reference, hole)
-        return self.sd_adapter(f_rep, f_inp)
+        return self.region_assembler(images, parsings, spec, extra_hole)
 
     def null_conditions(self, batch_size: int) -> torch.Tensor:
         """The learned unconditional f_SD, for classifier-free guidance at inference."""
@@ -232,11 +243,13 @@ class FaceXModel(nn.Module):
         task: str | TaskSpec | None = None,
         generator: torch.Generator | None = None,
         drop_mask: torch.Tensor | None = None,
+        snr_gamma: float | None = None,
     ) -> torch.Tensor:
         """MSE between the U-Net's prediction and the noise (or v) added to the target's VAE latents.
 
         Timesteps are uniform; each sample's conditions are swapped for the learned null with probability
         `cond_drop_prob` (or where `drop_mask` is True). All randomness comes from `generator`.
+        `snr_gamma` turns on min-SNR loss weighting (Hang et al. 2023; diffusers' `compute_snr`).
         """
         target = _get(batch, "target_image")
         device, bsz = target.device, target.shape[0]
@@ -255,7 +268,13 @@ class FaceXModel(nn.Module):
             goal = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             goal = noise
-        return F.mse_loss(pred.float(), goal.float())
+        if not snr_gamma:
+            return F.mse_loss(pred.float(), goal.float())
+        snr = compute_snr(self.scheduler, timesteps)
+        weight = torch.minimum(snr, torch.full_like(snr, snr_gamma))
+        weight = weight / (snr + 1) if self.scheduler.config.prediction_type == "v_prediction" else weight / snr
+        per_sample = F.mse_loss(pred.float(), goal.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * weight.float()).mean()
 
     def forward(self, batch: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         return self.training_loss(batch, **kwargs)
