@@ -33,6 +33,7 @@ class ExtractConfig:
     extractors: str = "offline"  # backend name in facex_data.extractors' registry ("offline", "paper")
     models_dir: Path | None = None  # weights the paper backend reads; unused by "offline"
     device: str = "cpu"
+    detector: Literal["scrfd", "dlib"] = "scrfd"  # paper backend's face detector; "offline" always uses dlib
     sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
     crop_size: int = 256
     jpeg_quality: int = 95
@@ -58,7 +59,7 @@ class ExtractConfig:
             raise ValueError(f"extract.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
 
     def extractor_options(self) -> ExtractorOptions:
-        return ExtractorOptions(self.crop_size, self.detector_upsample, self.models_dir, self.device)
+        return ExtractorOptions(self.crop_size, self.detector_upsample, self.models_dir, self.device, self.detector)
 
 
 @dataclass
@@ -113,6 +114,7 @@ class FrameExtractor:
             schema.GAZE: encode_npy(f.gaze),
             schema.LANDMARKS: encode_npy(f.detection.landmarks),
             schema.META: encode_json(meta),
+            **({schema.IDMAP: encode_npy(f.idmap)} if getattr(f, "idmap", None) is not None else {}),
         }
 
 
@@ -332,6 +334,10 @@ def run_local(cfg: ExtractConfig) -> RunSummary:
 
 def run_extraction(cfg: ExtractConfig) -> RunSummary:
     """Extract ``cfg.input_dir`` into shards in ``cfg.out_dir`` with the configured runner."""
+    if cfg.extractors == "paper":  # a missing weight fails here, before any clip is decoded
+        from facex_data.models import paper_extract_keys, require_weights, resolve_models_dir
+
+        require_weights(resolve_models_dir(cfg.models_dir), paper_extract_keys(cfg.detector), "extract")
     if cfg.runner == "local":
         return run_local(cfg)
     import ray

@@ -97,7 +97,7 @@ class ShardWriter:
         with open(tmp, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for sample in ordered:
-                    for ext in schema.SAMPLE_KEYS:
+                    for ext in schema.SAMPLE_KEYS + tuple(k for k in schema.OPTIONAL_SAMPLE_KEYS if k in sample):
                         data = sample[ext]
                         info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
                         info.size, info.mtime, info.mode = len(data), 0, 0o644
@@ -153,7 +153,8 @@ def complete_shards(shard_dir: Path) -> list[str]:
 
 def decode_sample(sample: dict) -> dict:
     """Raw WebDataset sample (bytes per member) -> tensors: ``image`` uint8 (3,H,W), ``parsing`` uint8
-    (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``."""
+    (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``; ``idmap`` float16
+    (512, 8, 8) when the shard has it (paper backend)."""
     import torch
 
     rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(sample[schema.JPG], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -162,7 +163,9 @@ def decode_sample(sample: dict) -> dict:
     def npy(key: str) -> torch.Tensor:
         return torch.from_numpy(np.load(io.BytesIO(sample[key]), allow_pickle=False))
 
+    optional = {"idmap": npy(schema.IDMAP)} if schema.IDMAP in sample else {}
     return {
+        **optional,
         "__key__": sample["__key__"],
         "image": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
         "parsing": torch.from_numpy(parsing),

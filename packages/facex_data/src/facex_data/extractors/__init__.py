@@ -32,6 +32,7 @@ class ExtractorOptions:
     detector_upsample: int = 0
     models_dir: Path | None = None
     device: str = "cpu"
+    detector: str = "scrfd"  # paper backend: "scrfd" (insightface, from models_dir) or "dlib" (shipped HOG + 68)
 
 
 @dataclass
