@@ -60,6 +60,18 @@ class TrainParams:
     specialist_steps: dict[str, int] = field(default_factory=lambda: {"reenact": 10, "swap": 10})
     cond_drop_prob: float = 0.1
     seed: int = 0
+    grad_accum: int = 1  # batch_size = num_workers x micro-batch x grad_accum
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.0  # 0 = off; e.g. 0.9999 for long runs
+    gradient_checkpointing: bool = False
+    snr_gamma: float = 0.0  # 0 = plain MSE; 5.0 = min-SNR weighting
+    min_gap: int = 1  # video frames between a pair's source and target, at least
+    max_gap: int = 0  # ... and at most (0 = any)
+    pairs_per_clip: int = 4
+    checkpoint_every: int = 10
+    image_every: int = 0  # MLflow sample grids every N steps (0 = at the end only)
+    max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,13 @@ class TrackingParams:
 class EvaluateParams:
     """The evaluate stage (pipelines/evaluate.py): held-out pairs, sampling settings, metrics."""
 
+    models_dir: Path = Path("data/models")  # where the training stages save FaceXModel folders
+    models: tuple[str, ...] = ("generalist", "reenact", "swap")  # folders under models_dir to evaluate
     steps: int = 10
     scheduler: Literal["ddim", "euler", "dpm"] = "ddim"
     cfg_scale: float = 2.0
-    max_pairs: int = 8
+    max_pairs: int = 8  # per kind: cross-identity pairs (reenact and swap each) and self-reconstruction pairs
+    batch_size: int = 4
     fid_features: str = "standin"  # "standin" (embedded only, labelled so) or an Inception folder in models.dir
     seed: int = 0
     out_dir: Path = Path("metrics")
