@@ -83,10 +83,12 @@ class PairStream(IterableDataset):
         world_size: int = 1,
         start_epoch: int = 0,
         skip: int = 0,
+        include: set[str] | frozenset[str] | None = None,
     ) -> None:
         self.urls = shard_urls(shards)
         self.config = config
         self.holdout = frozenset(holdout)
+        self.include = None if include is None else frozenset(include)  # only these clips (evaluation)
         self.rank, self.world_size = rank, world_size
         self.start_epoch, self.skip = start_epoch, skip
 
@@ -115,7 +117,7 @@ class PairStream(IterableDataset):
             for clip_id, frames in _iter_clips(url):
                 mine = by_shard or clip_index % readers == reader
                 clip_index += 1
-                if not mine or clip_id in self.holdout:
+                if not mine or clip_id in self.holdout or (self.include is not None and clip_id not in self.include):
                     continue
                 buffer.append((clip_id, frames))
                 yield from drain(cfg.clip_buffer)
