@@ -75,22 +75,37 @@ def embed(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(np.round(yuv), 0, 255).astype(np.uint8), cv2.COLOR_YUV2RGB)
 
 
-def decode_bits(image: np.ndarray) -> np.ndarray:
-    """The majority-voted payload bits read from an (H, W, 3) uint8 RGB image."""
+def _block_dcs(image: np.ndarray) -> np.ndarray:
+    """The DC of every 4x4 DCT block of the luma's LL band, in row-major block order."""
     h, w = image.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        return np.zeros_like(BITS)
     yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV).astype(np.float32)
-    luma = yuv[: h // 8 * 8, : w // 8 * 8, 0]
-    ll, _ = pywt.dwt2(luma, "haar")
+    ll, _ = pywt.dwt2(yuv[: h // 8 * 8, : w // 8 * 8, 0], "haar")
     rows, cols = _block_grid(ll)
-    order = _bit_order(rows * cols)
-    votes = np.zeros((len(BITS), 2))
-    for k in range(rows * cols):
-        r, c = divmod(k, cols)
-        dc = cv2.dct(ll[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK].astype(np.float32))[0, 0]
-        votes[order[k], int((dc / STEP) % 1.0 >= 0.5)] += 1
-    return votes.argmax(axis=1)
+    blocks = (
+        ll[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK).swapaxes(1, 2).reshape(-1, BLOCK, BLOCK)
+    )
+    return np.array([cv2.dct(np.ascontiguousarray(b, dtype=np.float32))[0, 0] for b in blocks])
+
+
+def _vote(dcs: np.ndarray, offset: float) -> np.ndarray:
+    order = _bit_order(len(dcs))
+    upper = (((dcs - offset) / STEP) % 1.0 >= 0.5).astype(np.int64)
+    ones = np.bincount(order, weights=upper, minlength=len(BITS))
+    counts = np.bincount(order, minlength=len(BITS))
+    return (ones * 2 > counts).astype(np.int64)
+
+
+def decode_bits(image: np.ndarray) -> np.ndarray:
+    """The majority-voted payload bits of an (H, W, 3) uint8 RGB image.
+
+    A global brightness shift (e.g. a video codec's RGB -> YUV -> RGB round trip) moves every DC alike, so the
+    lattice offset that agrees best with the payload is searched (16 offsets across one step).
+    """
+    if min(image.shape[:2]) < MIN_SIDE:
+        return np.zeros_like(BITS)
+    dcs = _block_dcs(image)
+    candidates = [_vote(dcs, k * STEP / 16) for k in range(16)]
+    return max(candidates, key=lambda bits: int((bits == BITS).sum()))
 
 
 def detect(image: np.ndarray) -> tuple[bool, int]:
