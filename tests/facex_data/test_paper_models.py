@@ -1,0 +1,116 @@
+"""The models dir: `facex models check` on empty / complete / corrupted dirs, and stages that need a
+missing weight failing before any work starts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from facex_data.models import (
+    MANIFEST,
+    PINS_FILE,
+    MissingWeightsError,
+    check_models,
+    paper_extract_keys,
+    require_weights,
+    weight_path,
+)
+from facex_data.standins import write_random_standins
+from facex_model.cli import app
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("models")
+    write_random_standins(root)
+    return root
+
+
+def check(models_dir) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["models", "check", "--dir", str(models_dir)])
+    return result.exit_code, result.output
+
+
+def row(output: str, path: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith(path + " "))
+
+
+def test_check_on_empty_dir_lists_every_weight_missing_with_stage_and_source(tmp_path):
+    code, out = check(tmp_path)
+    assert code == 0
+    for w in MANIFEST:
+        assert "missing" in row(out, w.path)
+    assert "extract (extractors: paper)" in row(out, "bisenet/79999_iter.pth")
+    assert "get it from face-parsing.PyTorch" in out
+
+
+def test_check_on_complete_dir_reports_hash_ok(standins):
+    code, out = check(standins)
+    assert code == 0
+    for key in ("scrfd", "arcface_pth", "bisenet", "deep3d", "deep3d_lm3d", "gaze"):
+        path = next(w.path for w in MANIFEST if w.key == key)
+        assert " ok " in row(out, path)
+    assert "missing" in row(out, "arcface/glint360k_r100.onnx")  # the alternative format is optional
+
+
+def test_check_on_corrupted_file_reports_hash_mismatch_and_fails(tmp_path, standins):
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(standins, root)
+    bisenet = weight_path(root, "bisenet")
+    data = bytearray(bisenet.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bisenet.write_bytes(bytes(data))
+    code, out = check(root)
+    assert code == 1
+    assert "hash mismatch" in row(out, "bisenet/79999_iter.pth")
+    assert "re-download it" in out
+    assert {s.weight.key: s.status for s in check_models(root)}["gaze"] == "ok"
+
+
+def test_pin_records_hashes_of_present_files(tmp_path):
+    weight_path(tmp_path, "gaze").parent.mkdir(parents=True)
+    weight_path(tmp_path, "gaze").write_bytes(b"not a real checkpoint")
+    result = CliRunner().invoke(app, ["models", "check", "--dir", str(tmp_path), "--pin"])
+    assert result.exit_code == 0 and "pinned 1 files" in result.output
+    assert (tmp_path / PINS_FILE).read_text().endswith("  gaze/L2CSNet_gaze360.pkl\n")
+    assert " ok " in row(result.output, "gaze/L2CSNet_gaze360.pkl")
+
+
+def test_missing_weights_error_names_file_destination_and_source(tmp_path):
+    weight_path(tmp_path, "arcface_onnx").parent.mkdir(parents=True)
+    weight_path(tmp_path, "arcface_onnx").write_bytes(b"x")
+    with pytest.raises(MissingWeightsError) as err:
+        require_weights(tmp_path, paper_extract_keys("scrfd"), "extract")
+    text = str(err.value)
+    assert str(weight_path(tmp_path, "bisenet")) in text
+    assert "github.com/zllrunning/face-parsing.PyTorch" in text
+    assert "arcface" not in text.lower()  # the ONNX alternative is there: ArcFace is satisfied
+    assert "det_10g.onnx" in text
+    dlib_only = require_weights(tmp_path, [("arcface_pth", "arcface_onnx")], "extract")
+    assert dlib_only == {"arcface": weight_path(tmp_path, "arcface_onnx")}
+
+
+def test_paper_extract_with_missing_weights_fails_before_decoding(tmp_path, small_sample, monkeypatch):
+    from facex_data import pipeline
+    from facex_data.paths import InputPath
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a clip was opened before the weights were checked")
+
+    monkeypatch.setattr(pipeline, "ClipReader", no_decoding)
+    monkeypatch.setattr(pipeline, "_prepare", no_decoding)
+    cfg = pipeline.ExtractConfig(
+        input_dir=InputPath(small_sample),
+        out_dir=tmp_path / "shards",
+        extractors="paper",
+        models_dir=tmp_path / "models",
+        runner="local",
+        progress=False,
+    )
+    with pytest.raises(MissingWeightsError, match="79999_iter.pth"):
+        pipeline.run_extraction(cfg)
+    assert not (tmp_path / "shards").exists()
