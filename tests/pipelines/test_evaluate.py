@@ -1,0 +1,167 @@
+"""The evaluate stage on tiny models and small real shards: every metric, only held-out clips, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from facex_data.extractors import ExtractorOptions, build_extractors
+from facex_data.manifest import SamplingPolicy
+from facex_data.pipeline import ExtractConfig, run_extraction
+from facex_model.evaluation import SELF, HeldOutFrames, person_of
+from facex_model.features import holdout_clips, tdmm_parts, written_clips
+from facex_model.metrics import FaceMeasurer, id_similarity, l2_distance
+
+CROSS_KEYS = {"id_similarity", "pose_l2", "expression_l2", "gaze_l2", "face_detection_rate", "fid_standin", "score"}
+SELF_KEYS = {"ssim", "psnr", "rmse"}
+
+
+@pytest.fixture(scope="module")
+def shards(small_sample, tmp_path_factory) -> Path:
+    """Four clips (each sample person under ids _0 and _1), 3 frames each: the split holds out one clip per person."""
+    clips = tmp_path_factory.mktemp("eval_clips")
+    (clips / "35666").mkdir()
+    for video in sorted((small_sample / "35666").glob("*.mp4")):
+        person = video.stem.rsplit("_", 1)[0]
+        for k in (0, 1):
+            shutil.copy(video, clips / "35666" / f"{person}_{k}.mp4")
+    out = tmp_path_factory.mktemp("eval_shards")
+    sampling = SamplingPolicy(mode="per_clip", frames_per_clip=3, min_clip_frames=4)
+    run_extraction(ExtractConfig(input_dir=clips, out_dir=out, sampling=sampling, runner="local", progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    from facex_model.backbone import build_tiny_backbone
+    from facex_model.model import FaceXConfig, FaceXModel
+
+    root = tmp_path_factory.mktemp("eval_models")
+    backbone = build_tiny_backbone(root / "backbone", seed=0)
+    dirs = {}
+    for name, task in (("generalist", "headswap"), ("swap", "swap")):
+        torch.manual_seed(0)
+        dirs[name] = FaceXModel(FaceXConfig.tiny(backbone, task=task)).save_pretrained(root / name)
+    return dirs
+
+
+def _params(tmp_path: Path, shards: Path, **evaluate) -> Path:
+    data = {
+        "extract": {"out_dir": str(shards)},
+        "split": {"holdout_every": 2},
+        "evaluate": {"steps": 2, "max_pairs": 2, "batch_size": 2, "out_dir": str(tmp_path / "metrics"), **evaluate},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(shards, models, tmp_path_factory) -> Path:
+    from pipelines.evaluate import main
+
+    tmp = tmp_path_factory.mktemp("eval_run")
+    argv = ["--params", str(_params(tmp, shards)), "--no-progress"]
+    for folder in models.values():
+        argv += ["--model", str(folder)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models gain nothing from more, and the box is shared
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return tmp / "metrics"
+
+
+def _numbers(tree: dict) -> list[float]:
+    out = []
+    for value in tree.values():
+        if isinstance(value, dict):
+            out += _numbers(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(value)
+    return out
+
+
+def test_every_model_gets_every_metric_finite_with_a_headline(evaluated):
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert set(metrics) == {"generalist", "swap"}
+    for name, m in metrics.items():
+        for task in ("reenact", "swap"):
+            assert set(m[task]) >= CROSS_KEYS and "fid" not in m[task], (name, task, m[task])
+            assert m[task]["pairs"] == 2
+        assert set(m[SELF]) >= SELF_KEYS and m[SELF]["pairs"] == 2
+        assert all(math.isfinite(v) for v in _numbers(m)), m
+        assert m["protocol"]["fid_features"] == "fid_standin"
+    assert metrics["swap"]["headline"] == {
+        "name": "swap.score",
+        "value": metrics["swap"]["swap"]["score"],
+        "higher_is_better": True,
+    }
+    assert metrics["generalist"]["headline"]["name"] == f"{SELF}.psnr"
+    assert metrics["generalist"][SELF]["task"] == "headswap" and metrics["swap"][SELF]["task"] == "swap"
+
+
+def test_plots_and_grids_are_written_per_model_and_kind(evaluated):
+    for name in ("generalist", "swap"):
+        for kind in ("reenact", "swap", SELF):
+            rows = list(csv.DictReader((evaluated / "plots" / name / f"{kind}.csv").open()))
+            assert len(rows) == 2
+            assert (evaluated / "grids" / name / f"{kind}.png").stat().st_size > 0
+
+
+def test_only_held_out_clips_are_evaluated_and_cross_pairs_cross_identities(evaluated, shards):
+    clips = written_clips(shards)
+    held = holdout_clips(clips, 2)
+    assert held == {"facexsample-astronaut_1", "facexsample-grace_hopper_1"}
+    for name in ("generalist", "swap"):
+        for kind in ("reenact", "swap", SELF):
+            for row in csv.DictReader((evaluated / "plots" / name / f"{kind}.csv").open()):
+                source, target = row["source"].split("/")[0], row["target"].split("/")[0]
+                assert {source, target} <= held
+                if kind == SELF:
+                    assert source == target and row["source"] != row["target"]
+                else:
+                    assert person_of(source) != person_of(target)
+
+
+def test_the_measurer_reads_a_stored_crop_back_as_the_same_face(shards):
+    frames = HeldOutFrames(shards, 2)
+    key = frames.frames["facexsample-astronaut_1"][0]
+    sample = frames.sample(key)
+    measurer = FaceMeasurer(build_extractors("offline", ExtractorOptions(crop_size=frames.crop_size())))
+    image = sample["image"][None].float() / 127.5 - 1
+    measured = measurer.measure(image, [sample["lmk"].numpy()])
+    assert measured.detected.tolist() == [True]
+    assert id_similarity(measured.identity, sample["id"][None]).item() > 0.95
+    pose = tdmm_parts(sample["tdmm"], "offline")["angles"][None]
+    assert l2_distance(measured.pose, pose).item() < 0.1
+
+
+def test_person_is_the_ytb_id_else_the_clip_id_without_its_index():
+    assert person_of("abc_3", {"ytb_id": "XyZ"}) == "XyZ"
+    assert person_of("facexsample-astronaut_1", {"ytb_id": None}) == "facexsample-astronaut"
+
+
+def test_a_missing_model_folder_is_named(shards, tmp_path, capsys):
+    from pipelines.evaluate import main
+
+    missing = tmp_path / "models" / "reenact"
+    assert main(["--params", str(_params(tmp_path, shards)), "--model", str(missing), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(missing) in err and "Traceback" not in err
+
+
+def test_default_models_come_from_the_params_and_a_missing_one_is_named(shards, models, tmp_path, capsys):
+    from pipelines.evaluate import main
+
+    params = _params(tmp_path, shards, models_dir=str(models["swap"].parent), models=["swap", "reenact"])
+    assert main(["--params", str(params), "--no-progress"]) == 2
+    assert str(models["swap"].parent / "reenact") in capsys.readouterr().err
