@@ -124,11 +124,7 @@ def save_image(image: Image.Image | np.ndarray, path: str | Path, watermark: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".png":
-        info = PngImagePlugin.PngInfo()
-        if watermark:
-            for key, value in METADATA.items():
-                info.add_text(key, value)
-        out.save(path, pnginfo=info)
+        out.save(path, pnginfo=png_info() if watermark else None)
     elif suffix in (".jpg", ".jpeg", ".webp"):
         exif = Image.Exif()
         if watermark:
@@ -138,6 +134,14 @@ def save_image(image: Image.Image | np.ndarray, path: str | Path, watermark: boo
     else:
         raise ValueError(f"{path}: unsupported image format {suffix!r}; use .png, .jpg or .webp")
     return path
+
+
+def png_info() -> PngImagePlugin.PngInfo:
+    """PNG text chunks saying the image is synthetic and made by FaceX."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in METADATA.items():
+        info.add_text(key, value)
+    return info
 
 
 def read_metadata(image: Image.Image) -> dict[str, str]:
