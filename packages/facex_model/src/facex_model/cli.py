@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from facex_model.cli_tasks import register_task_commands
+
 app = typer.Typer(
     name="facex",
     help="FaceX: one diffusion model for face swap, head swap, reenactment, editing, inpainting, animation.",
@@ -113,6 +115,9 @@ def models_check(
     typer.echo(format_table(statuses, root))
     if any(s.status == "hash mismatch" for s in statuses):
         raise typer.Exit(1)
+
+
+register_task_commands(app)  # swap, headswap, reenact, edit, inpaint, animate, detect-watermark (cli_tasks.py)
 
 
 def main() -> None:
