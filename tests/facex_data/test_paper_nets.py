@@ -85,6 +85,14 @@ def test_arcface_onnx_surgery_exposes_layer4_and_matches_torch(tmp_path, faces):
     np.testing.assert_allclose(map_onnx.astype(np.float32), map_torch.astype(np.float32), atol=2e-3)
 
 
+def test_arcface_onnx_fixed_to_one_image_still_runs_a_batch(tmp_path, faces):
+    path = write_arcface_onnx(tmp_path / "r.onnx", SMALL, dynamic_batch=False)
+    identity = ArcFaceIdentity(OPTIONS, path)
+    assert identity.runner.per_sample
+    embedding, idmap = identity(*faces)
+    assert embedding.shape == (2, 512) and idmap.shape == (2, 512, 8, 8)
+
+
 def test_arcface_onnx_without_a_head_is_refused(tmp_path):
     from facex_data.standins import export_onnx
 

@@ -100,13 +100,13 @@ def write_scrfd(path: Path, seed: int = 0) -> Path:
     )
 
 
-def write_arcface_onnx(path: Path, layers: list[int] = SMALL, seed: int = 0) -> Path:
-    """An iresnet exported as insightface's recognition ONNX models are: one input, the embedding out."""
+def write_arcface_onnx(path: Path, layers: list[int] = SMALL, seed: int = 0, dynamic_batch: bool = True) -> Path:
+    """An iresnet exported as insightface's recognition ONNX models are: one input, the embedding out
+    (``dynamic_batch=False``: a graph fixed to one image, as some exports are)."""
     torch.manual_seed(seed)
     example = torch.zeros(1, 3, ARCFACE_INPUT, ARCFACE_INPUT)
-    return export_onnx(
-        IResNet(layers), example, path, "input.1", ["embedding"], {"input.1": {0: "batch"}, "embedding": {0: "batch"}}
-    )
+    axes = {"input.1": {0: "batch"}, "embedding": {0: "batch"}} if dynamic_batch else {}
+    return export_onnx(IResNet(layers), example, path, "input.1", ["embedding"], axes)
 
 
 def save(obj: object, path: Path) -> Path:

@@ -256,6 +256,8 @@ class ArcFaceOnnx:
         self.embed_name = graph.output[0].name
         if self.map_name not in {o.name for o in graph.output}:
             graph.output.append(onnx.helper.make_tensor_value_info(self.map_name, onnx.TensorProto.FLOAT, None))
+        batch = graph.input[0].type.tensor_type.shape.dim[0]
+        self.per_sample = batch.HasField("dim_value") and batch.dim_value == 1  # exported for one image
         self.full = onnx_session(model, device)
         self.trunk = None
         if map_size != schema.ARCFACE_CROP:
@@ -270,7 +272,13 @@ class ArcFaceOnnx:
     def __call__(self, crop112: np.ndarray, crop_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         half = np.full(3, 0.5, np.float32)
         x = to_tensor(crop112, torch.device("cpu"), half, half).numpy()
-        embedding, fmap = self.full.run([self.embed_name, self.map_name], {self.input_name: x})
+        if self.per_sample:
+            runs = [
+                self.full.run([self.embed_name, self.map_name], {self.input_name: x[i : i + 1]}) for i in range(len(x))
+            ]
+            embedding, fmap = (np.concatenate(parts) for parts in zip(*runs))
+        else:
+            embedding, fmap = self.full.run([self.embed_name, self.map_name], {self.input_name: x})
         if self.trunk is not None:
             x = to_tensor(crop_map, torch.device("cpu"), half, half).numpy()
             (fmap,) = self.trunk.run([self.map_name], {self.input_name: x})
