@@ -114,3 +114,24 @@ def test_paper_extract_with_missing_weights_fails_before_decoding(tmp_path, smal
     with pytest.raises(MissingWeightsError, match="79999_iter.pth"):
         pipeline.run_extraction(cfg)
     assert not (tmp_path / "shards").exists()
+
+
+def test_cli_extract_paper_names_the_missing_file_and_exits_2(tmp_path, small_sample):
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            "--input",
+            str(small_sample),
+            "--out",
+            str(tmp_path / "shards"),
+            "--extractors",
+            "paper",
+            "--models-dir",
+            str(tmp_path),
+            "--runner",
+            "local",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "L2CSNet_gaze360.pkl" in result.output and "Nothing is downloaded" in result.output

@@ -71,6 +71,8 @@ def extract(
     clips_per_shard: Annotated[int, typer.Option(help="clips per shard")] = 4,
     runner: Annotated[str, typer.Option(help="ray (local Ray or $RAY_ADDRESS) | local (one process)")] = "ray",
     num_actors: Annotated[int, typer.Option(help="extractor actors")] = 2,
+    models_dir: Annotated[Path | None, typer.Option(help="paper weights; default $FACEX_MODELS_DIR, ./models")] = None,
+    detector: Annotated[str, typer.Option(help="paper backend's face detector: scrfd | dlib")] = "scrfd",
 ) -> None:
     """Extract face crops, parsing, identity, pose/expression and gaze from clips into WebDataset shards."""
     from facex_data.manifest import SamplingPolicy
@@ -79,6 +81,8 @@ def extract(
 
     if runner not in ("ray", "local"):
         raise typer.BadParameter("expected ray or local", param_hint="--runner")
+    if detector not in ("scrfd", "dlib"):
+        raise typer.BadParameter("expected scrfd or dlib", param_hint="--detector")
     if not input_dir.is_dir():
         raise typer.BadParameter(f"folder not found: {input_dir}", param_hint="--input")
     try:
@@ -86,6 +90,7 @@ def extract(
             input_dir=InputPath(input_dir.resolve()), out_dir=out.resolve(), extractors=extractors,
             sampling=SamplingPolicy(frames_per_clip=frames_per_clip, min_clip_frames=frames_per_clip),
             clips_per_shard=clips_per_shard, runner=runner, num_actors=num_actors,
+            models_dir=models_dir.resolve() if models_dir else None, detector=detector,
         )
         summary = run_extraction(cfg)
     except (FileNotFoundError, ValueError) as err:
