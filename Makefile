@@ -17,7 +17,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-deps test-fast lint lock bench-extract bench-model bench-infer
+.PHONY: setup demo test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -67,6 +67,9 @@ bench-extract: setup
 
 bench-model: setup
 	$(BIN)/python benchmarks/model_frc.py
+
+bench-paper: setup
+	$(BIN)/python benchmarks/paper_extractors.py
 
 bench-infer: setup
 	$(BIN)/python benchmarks/inference.py
