@@ -38,6 +38,20 @@ def paper_shards(tmp_path_factory, small_sample):
     return cfg, summary
 
 
+def test_paper_backend_returns_none_for_a_frame_without_a_face(paper_shards):
+    from skimage import data
+
+    from facex_data.extractors import build_extractors
+
+    cfg, _ = paper_shards
+    torch.set_num_threads(1)
+    extractors = build_extractors("paper", cfg.extractor_options())
+    face = data.astronaut()
+    out = extractors(np.stack([np.zeros_like(face), face]))
+    assert out[0] is None
+    assert out[1].idmap.shape == (512, 8, 8) and out[1].identity.shape == (512,)
+
+
 def test_paper_extraction_writes_shards_with_the_papers_shapes(paper_shards):
     cfg, summary = paper_shards
     assert summary.clips_written == 2 and summary.samples > 0
@@ -57,6 +71,10 @@ def test_paper_extraction_writes_shards_with_the_papers_shapes(paper_shards):
     assert meta["identity"]["weights"]["glint360k_r100.pth"]
     assert meta["tdmm_layout"]["angles"] == [224, 227]
     assert meta["idmap"]["shape"] == [512, 8, 8]
+    from facex_model.regions import PAPER_REGIONS, region_masks  # the one place classes group into regions
+
+    masks = region_masks(sample["parsing"][None].long(), PAPER_REGIONS)
+    assert masks.shape == (1, len(PAPER_REGIONS), 128, 128)
 
 
 def test_paper_tokens_and_named_coefficients_read_back(paper_shards):
