@@ -105,14 +105,20 @@ def onnx_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def onnx_session(model, device: str):
+def onnx_session_options():
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())  # the actor's CPU share, as torch has it
     options.log_severity_level = 3
+    return options
+
+
+def onnx_session(model, device: str):
+    import onnxruntime as ort
+
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=onnx_providers(device))
+    return ort.InferenceSession(data, onnx_session_options(), providers=onnx_providers(device))
 
 
 class ScrfdAligner:
@@ -128,7 +134,9 @@ class ScrfdAligner:
 
         self.num_gpus = 1.0 if options.device.startswith("cuda") else 0.0
         try:
-            self.model = get_model(str(path), providers=onnx_providers(options.device))
+            self.model = get_model(
+                str(path), providers=onnx_providers(options.device), sess_options=onnx_session_options()
+            )
         except Exception as err:  # onnxruntime / protobuf parse errors: a corrupt or foreign file
             raise CheckpointError(f"{path}: not a loadable ONNX detector ({err}); re-download it") from err
         if self.model is None or getattr(self.model, "taskname", None) != "detection" or not self.model.use_kps:
