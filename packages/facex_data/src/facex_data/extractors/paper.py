@@ -96,12 +96,14 @@ def onnx_providers(device: str) -> list[str]:
     import onnxruntime as ort
 
     if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(
-                "extract.device is cuda but onnxruntime has no CUDA provider: install onnxruntime-gpu "
-                "(instead of onnxruntime) or set extract.device: cpu"
-            )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        # the torch models still run on the GPU; only the ONNX ones (detector, ONNX ArcFace) fall back
+        warnings.warn(
+            "extract.device is cuda but onnxruntime has no CUDA provider: the ONNX models run on the CPU; "
+            "install onnxruntime-gpu in place of onnxruntime to run them on the GPU",
+            stacklevel=2,
+        )
     return ["CPUExecutionProvider"]
 
 
