@@ -32,7 +32,7 @@ from PIL import Image
 from facex_model import sampling
 from facex_model.features import batch_to, collate_sides, features_inputs
 from facex_model.fors import TASK_TABLE, TaskSpec, dilate, edit_row, get_task, pixels
-from facex_model.model import FaceXModel
+from facex_model.model import CONFIG_NAME, WEIGHTS_NAME, FaceXModel
 from facex_model.regions import ALL_REGIONS, FACE_REGIONS, HEAD_REGIONS, union_mask
 
 TASKS = ("swap", "headswap", "reenact", "edit", "inpaint", "animate")
@@ -568,8 +568,6 @@ def resolve_model(model: str | Path) -> Path:
     """A model folder, or `models:/<name>@<alias>` / `models:/<name>/<version>` resolved through MLflow."""
     text = str(model)
     if text.startswith("models:/"):
-        from facex_model.pyfunc import download_model_dir
-
         return download_model_dir(text)
     folder = Path(model)
     if not folder.is_dir():
@@ -578,6 +576,37 @@ def resolve_model(model: str | Path) -> Path:
             "(e.g. data/models/swap after `dvc repro`) or a registry URI models:/<name>@<alias>"
         )
     return folder
+
+
+def find_model_dir(root: Path) -> Path:
+    """The folder holding config.json + facex_trainable.safetensors at or below `root`."""
+    for config in sorted(root.rglob(CONFIG_NAME)) if root.is_dir() else []:
+        if (config.parent / WEIGHTS_NAME).is_file():
+            return config.parent
+    raise FileNotFoundError(f"{root} holds no FaceX model folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
+
+
+def download_model_dir(uri: str) -> Path:
+    """`models:/<name>@<alias>` (or /<version>) -> the local FaceX model folder, via the MLflow registry.
+
+    The registry is the one MLFLOW_TRACKING_URI (or MLFLOW_REGISTRY_URI) points at; models are logged there by
+    facex_model.pyfunc.log_model (the register stage).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as err:
+        first = (str(err.message) or type(err).__name__).strip().splitlines()[0][:200]
+        raise FaceXInputError(
+            f"model {uri}: not found in the registry at {mlflow.get_registry_uri()} ({first}); "
+            "check the name and alias, or set MLFLOW_TRACKING_URI to the registry that has it"
+        ) from None
+    try:
+        return find_model_dir(local)
+    except FileNotFoundError as err:
+        raise FaceXInputError(f"model {uri}: {err}; was it logged with facex_model.pyfunc.log_model?") from None
 
 
 def _check_regions(regions: Sequence[str]) -> tuple[str, ...]:

@@ -25,14 +25,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from facex_model.model import CONFIG_NAME, WEIGHTS_NAME
+from facex_model.pipeline import find_model_dir
 
 ARTIFACT_KEY = "model_dir"
 DEFAULT_STEPS = 20
 
 
 class FaceXPyfunc(mlflow.pyfunc.PythonModel):
-    """Loads a FaceXPipeline from the logged model folder; one output image per input row."""
+    """Loads a FaceXPipeline from the logged model folder; one output image per input row.
+
+    `predict` has no type hints on purpose: MLflow would turn them into an input schema that cannot express rows
+    mixing paths, base64 strings and numbers (it says so with a warning when this module is imported).
+    """
 
     def load_context(self, context: Any) -> None:
         from facex_model.pipeline import FaceXPipeline
@@ -116,14 +120,6 @@ def decode_png(data: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
-def find_model_dir(root: Path) -> Path:
-    """The folder holding config.json + facex_trainable.safetensors at or below `root`."""
-    for config in sorted(root.rglob(CONFIG_NAME)) if root.is_dir() else []:
-        if (config.parent / WEIGHTS_NAME).is_file():
-            return config.parent
-    raise FileNotFoundError(f"{root} holds no FaceX model folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
-
-
 def log_model(
     model_dir: Path, artifact_path: str, registered_model_name: str | None = None
 ) -> mlflow.models.model.ModelInfo:
@@ -145,26 +141,3 @@ def log_model(
             "facex-data",
         ],
     )
-
-
-def download_model_dir(uri: str) -> Path:
-    """`models:/<name>@<alias>` (or /<version>) -> the local FaceX model folder, via the MLflow registry.
-
-    The registry is the one MLFLOW_TRACKING_URI (or MLFLOW_REGISTRY_URI) points at.
-    """
-    from mlflow.exceptions import MlflowException
-
-    from facex_model.pipeline import FaceXInputError
-
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except MlflowException as err:
-        first = str(err.message if hasattr(err, "message") else err).strip().splitlines()[0][:200]
-        raise FaceXInputError(
-            f"model {uri}: not found in the registry at {mlflow.get_registry_uri()} ({first}); "
-            "check the name and alias, or set MLFLOW_TRACKING_URI to the registry that has it"
-        ) from None
-    try:
-        return find_model_dir(local)
-    except FileNotFoundError as err:
-        raise FaceXInputError(f"model {uri}: {err}; was it logged with facex_model.pyfunc.log_model?") from None
