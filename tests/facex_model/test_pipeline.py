@@ -1,0 +1,235 @@
+"""FaceXPipeline on the tiny backbone: every task on real faces and on an embedded-sample frame, paste-back exactness,
+controllable swap, conditions once per call, seeds, face choice and the errors a user can cause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facex_model.pipeline import Edit, FaceXInputError, FaceXPipeline, NoFaceError
+
+STEPS = 2
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_backbone, tmp_path_factory) -> Path:
+    from facex_model.model import FaceXConfig, FaceXModel
+
+    torch.manual_seed(0)
+    return FaceXModel(FaceXConfig.tiny(tiny_backbone)).save_pretrained(tmp_path_factory.mktemp("facex_tiny"))
+
+
+@pytest.fixture(scope="session")
+def pipe(model_dir) -> FaceXPipeline:
+    return FaceXPipeline.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session")
+def photos(real_data, tmp_path_factory) -> dict[str, Path]:
+    """Real portraits, shrunk (fast detection) to non-square sizes; `pair` shows two people, one larger."""
+    out = tmp_path_factory.mktemp("photos")
+    images = real_data / "images"
+    paths = {}
+    for name, file, size in (("source", "portrait_02.jpg", (300, 300)), ("target", "portrait_05.jpg", (320, 288)),
+                             ("other", "portrait_04.jpg", (240, 360))):  # fmt: skip
+        paths[name] = out / f"{name}.png"
+        Image.open(images / file).convert("RGB").resize(size).save(paths[name])
+    big = Image.open(images / "portrait_05.jpg").convert("RGB").resize((300, 300))
+    small = Image.open(images / "portrait_02.jpg").convert("RGB").resize((200, 200))
+    pair = Image.new("RGB", (520, 300), (90, 90, 90))
+    pair.paste(big, (0, 0))
+    pair.paste(small, (320, 50))
+    paths["pair"] = out / "pair.png"
+    pair.save(paths["pair"])
+    for name in ("dog_01.jpg", "portrait_03.jpg"):
+        paths[name] = images / name
+    return paths
+
+
+@pytest.fixture(scope="session")
+def sample_frames(small_sample, tmp_path_factory) -> dict[str, Path]:
+    """One frame of each person's clip in the embedded sample set."""
+    from facex_model.video import first_frame
+
+    out = tmp_path_factory.mktemp("sample_frames")
+    frames = {}
+    for clip in sorted(small_sample.rglob("*.mp4")):
+        frames[clip.stem] = out / f"{clip.stem}.png"
+        Image.fromarray(first_frame(clip)).save(frames[clip.stem])
+    return frames
+
+
+def target_array(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def assert_outside_mask_is_target(out, target: np.ndarray) -> None:
+    image = np.asarray(out.image)
+    assert image.shape == target.shape
+    outside = out.mask == 0
+    assert outside.any() or out.task in ("reenact", "animate")
+    assert np.array_equal(image[outside], target[outside])
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    "task, kwargs",
+    [
+        ("swap", {}),
+        ("headswap", {}),
+        ("reenact", {}),
+        ("edit", {"regions": ["lips", "eyes"]}),
+    ],
+)
+def test_task_output_has_target_size_and_target_pixels_outside_the_mask(pipe, photos, task, kwargs):
+    out = pipe(task, photos["source"], photos["target"], steps=STEPS, watermark=False, **kwargs)
+    target = target_array(photos["target"])
+    assert out.image.size == (320, 288)
+    assert out.crop.size == (pipe.resolution, pipe.resolution)
+    assert out.inpaint_reference.size == (pipe.resolution, pipe.resolution)
+    assert 0 < (out.mask > 0).mean()
+    assert_outside_mask_is_target(out, target)
+    assert not np.array_equal(np.asarray(out.image), target)
+
+
+@pytest.mark.real
+def test_inpaint_repaints_only_around_the_user_mask(pipe, photos):
+    target = target_array(photos["target"])
+    mask = np.zeros(target.shape[:2], np.uint8)
+    mask[120:180, 130:190] = 255
+    out = pipe("inpaint", target=photos["target"], mask=mask, steps=STEPS, watermark=False)
+    assert_outside_mask_is_target(out, target)
+    assert (out.mask > 0).sum() < mask.size / 3
+    assert out.mask[150, 160] > 0.99
+
+
+@pytest.mark.real
+def test_animate_runs_on_another_sd_unet(model_dir, other_backbone, photos, pipe):
+    animated = FaceXPipeline.from_pretrained(model_dir, backbone_path=other_backbone)
+    out = animated("animate", photos["source"], photos["target"], steps=STEPS, watermark=False)
+    base = pipe("reenact", photos["source"], photos["target"], steps=STEPS, watermark=False)
+    assert out.image.size == (320, 288)
+    assert_outside_mask_is_target(out, target_array(photos["target"]))
+    assert not np.array_equal(np.asarray(out.crop), np.asarray(base.crop))
+
+
+@pytest.mark.real
+def test_controllable_swap_changes_only_the_chosen_region(pipe, photos):
+    target = target_array(photos["target"])
+    full = pipe("swap", photos["source"], photos["target"], steps=STEPS, watermark=False)
+    eyes = pipe("swap", photos["source"], photos["target"], regions=["eyes"], steps=STEPS, watermark=False)
+    assert_outside_mask_is_target(eyes, target)
+    assert 0 < (eyes.mask > 0).sum() < (full.mask > 0).sum() / 2
+    changed = np.any(np.asarray(eyes.image) != target, axis=-1)
+    assert changed.any() and not changed[eyes.mask == 0].any()
+
+
+@pytest.mark.real
+def test_conditions_encoded_once_per_call(pipe, photos):
+    calls = {"sd_adapter": 0, "unet": 0}
+    hooks = [
+        getattr(pipe.model, n).register_forward_hook(lambda *_, n=n: calls.__setitem__(n, calls[n] + 1)) for n in calls
+    ]
+    try:
+        pipe("swap", photos["source"], photos["target"], steps=3, watermark=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == {"sd_adapter": 1, "unet": 3}
+
+
+@pytest.mark.real
+def test_same_seed_same_image_other_seed_differs(pipe, photos):
+    a = pipe("swap", photos["source"], photos["target"], steps=STEPS, seed=5, watermark=False)
+    b = pipe("swap", photos["source"], photos["target"], steps=STEPS, seed=5, watermark=False)
+    c = pipe("swap", photos["source"], photos["target"], steps=STEPS, seed=6, watermark=False)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert not np.array_equal(np.asarray(a.crop), np.asarray(c.crop))
+
+
+@pytest.mark.real
+def test_progressive_editing_in_sequence_and_mixture_in_one_pass(pipe, photos):
+    target = target_array(photos["target"])
+    seq = pipe(
+        "edit", target=photos["target"], sequential=True, steps=STEPS, watermark=False,
+        edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["other"])],
+    )  # fmt: skip
+    assert len(seq.steps) == 2
+    assert_outside_mask_is_target(seq, target)
+    one = pipe(
+        "edit", target=photos["target"], steps=STEPS, watermark=False,
+        edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["source"])],
+    )  # fmt: skip
+    assert one.steps == [] and (one.mask > 0).any()
+    with pytest.raises(FaceXInputError, match="sequential"):
+        pipe("edit", target=photos["target"], steps=STEPS,
+             edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["other"])])  # fmt: skip
+
+
+@pytest.mark.real
+def test_face_index_picks_the_smaller_face_and_several_faces_warn(model_dir, photos):
+    warnings: list[str] = []
+    pipe = FaceXPipeline.from_pretrained(model_dir, warn=warnings.append)
+    largest = pipe("swap", photos["source"], photos["pair"], steps=1, watermark=False)
+    assert any("2 faces" in w and "--face-index" in w for w in warnings)
+    second = pipe("swap", photos["source"], photos["pair"], steps=1, face_index=1, watermark=False)
+    cols = lambda m: np.nonzero(m.max(axis=0) > 0)[0].mean()  # noqa: E731
+    assert cols(largest.mask) < 300 < cols(second.mask)
+    with pytest.raises(FaceXInputError, match="face-index must be 0..1"):
+        pipe("swap", photos["source"], photos["pair"], steps=1, face_index=2)
+
+
+def test_swap_on_embedded_sample_frames(pipe, sample_frames):
+    names = sorted(sample_frames)
+    source = next(sample_frames[n] for n in names if "grace" in n)
+    target = next(sample_frames[n] for n in names if "astronaut" in n)
+    out = pipe("swap", source, target, steps=STEPS, watermark=False)
+    assert_outside_mask_is_target(out, target_array(target))
+    marked = pipe("reenact", source, target, steps=STEPS)
+    from facex_model.watermark import detect
+
+    assert detect(np.asarray(marked.image))[0]
+
+
+@pytest.mark.real
+def test_user_errors_name_the_input(pipe, photos, tmp_path):
+    with pytest.raises(NoFaceError, match="dog_01.jpg"):
+        pipe("swap", photos["dog_01.jpg"], photos["target"], steps=1)
+    with pytest.raises(FaceXInputError, match="missing.jpg: file not found"):
+        pipe("swap", tmp_path / "missing.jpg", photos["target"], steps=1)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(FaceXInputError, match="not an image or video"):
+        pipe("swap", text, photos["target"], steps=1)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(FaceXInputError, match="broken.png: not a readable image"):
+        pipe("swap", broken, photos["target"], steps=1)
+    with pytest.raises(FaceXInputError, match="unknown region"):
+        pipe("edit", photos["source"], photos["target"], regions=["tail"], steps=1)
+
+
+@pytest.mark.real
+def test_large_image_is_downscaled_with_a_warning(model_dir, photos):
+    warnings: list[str] = []
+    pipe = FaceXPipeline.from_pretrained(model_dir, max_side=256, warn=warnings.append)
+    out = pipe("swap", photos["source"], photos["target"], steps=1, watermark=False)
+    assert out.image.size == (256, 230)
+    assert any("larger than 256 px: downscaled to 256x230" in w for w in warnings)
+
+
+def test_model_errors_name_the_fix(tmp_path, monkeypatch):
+    import mlflow
+
+    with pytest.raises(FaceXInputError, match="folder not found"):
+        FaceXPipeline.from_pretrained(tmp_path / "no_model")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/db")
+    try:
+        with pytest.raises(FaceXInputError, match="models:/facex-nope@champion: not found in the registry"):
+            FaceXPipeline.from_pretrained("models:/facex-nope@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
