@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def run(params: Params, models: dict[str, Path], progress: bool = True) -> dict[
         frames = HeldOutFrames(shard_dir, params.split.holdout_every)
         cross_pairs = frames.cross_identity_pairs(cfg.max_pairs, cfg.seed)
         self_pairs = frames.self_pairs(cfg.max_pairs, cfg.seed)
-        fid = build_fid(cfg.fid_features, params.models.dir)
+        fid = build_fid(cfg.fid_features, Path(os.environ.get("FACEX_MODELS_DIR", params.models.dir)))
     except (FileNotFoundError, ValueError) as err:
         raise StageError(str(err)) from err
     extractors = build_extractors(
