@@ -7,60 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facex_model.pipeline import Edit, FaceXInputError, FaceXPipeline, NoFaceError
 
 STEPS = 2
-
-
-@pytest.fixture(scope="session")
-def model_dir(tiny_backbone, tmp_path_factory) -> Path:
-    from facex_model.model import FaceXConfig, FaceXModel
-
-    torch.manual_seed(0)
-    return FaceXModel(FaceXConfig.tiny(tiny_backbone)).save_pretrained(tmp_path_factory.mktemp("facex_tiny"))
-
-
-@pytest.fixture(scope="session")
-def pipe(model_dir) -> FaceXPipeline:
-    return FaceXPipeline.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="session")
-def photos(real_data, tmp_path_factory) -> dict[str, Path]:
-    """Real portraits, shrunk (fast detection) to non-square sizes; `pair` shows two people, one larger."""
-    out = tmp_path_factory.mktemp("photos")
-    images = real_data / "images"
-    paths = {}
-    for name, file, size in (("source", "portrait_02.jpg", (300, 300)), ("target", "portrait_05.jpg", (320, 288)),
-                             ("other", "portrait_04.jpg", (240, 360))):  # fmt: skip
-        paths[name] = out / f"{name}.png"
-        Image.open(images / file).convert("RGB").resize(size).save(paths[name])
-    big = Image.open(images / "portrait_05.jpg").convert("RGB").resize((300, 300))
-    small = Image.open(images / "portrait_02.jpg").convert("RGB").resize((200, 200))
-    pair = Image.new("RGB", (520, 300), (90, 90, 90))
-    pair.paste(big, (0, 0))
-    pair.paste(small, (320, 50))
-    paths["pair"] = out / "pair.png"
-    pair.save(paths["pair"])
-    for name in ("dog_01.jpg", "portrait_03.jpg"):
-        paths[name] = images / name
-    return paths
-
-
-@pytest.fixture(scope="session")
-def sample_frames(small_sample, tmp_path_factory) -> dict[str, Path]:
-    """One frame of each person's clip in the embedded sample set."""
-    from facex_model.video import first_frame
-
-    out = tmp_path_factory.mktemp("sample_frames")
-    frames = {}
-    for clip in sorted(small_sample.rglob("*.mp4")):
-        frames[clip.stem] = out / f"{clip.stem}.png"
-        Image.fromarray(first_frame(clip)).save(frames[clip.stem])
-    return frames
 
 
 def target_array(path: Path) -> np.ndarray:
