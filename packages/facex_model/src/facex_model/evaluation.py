@@ -282,11 +282,11 @@ def evaluate_model(
                         "pair": start + i,
                         "source": pair.source,
                         "target": pair.target,
-                        "id_similarity": float(ids[i]),
+                        "face_detected": int(measured.detected[i]),
                         "pose_l2": float(pose[i]),
                         "expression_l2": float(expression[i]),
                         "gaze_l2": float(gaze[i]),
-                        "face_detected": int(measured.detected[i]),
+                        "id_similarity": float(ids[i]),  # last: DVC plots' default y
                     }
                 )
                 if len(grid_rows) < GRID_ROWS:
@@ -313,6 +313,7 @@ def evaluate_model(
     for start, chunk in _batches(self_pairs, settings.batch_size):
         outputs, batch = generate(model, frames, chunk, own_task, settings, start, device)
         values = reconstruction_metrics(outputs, batch["target_image"])
+        values = {key: values[key] for key in ("ssim", "rmse", "psnr")}  # psnr last: DVC plots' default y
         for i, pair in enumerate(chunk):
             self_rows.append(
                 {"pair": start + i, "source": pair.source, "target": pair.target}
