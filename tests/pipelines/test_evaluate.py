@@ -34,7 +34,9 @@ def shards(small_sample, tmp_path_factory) -> Path:
             shutil.copy(video, clips / "35666" / f"{person}_{k}.mp4")
     out = tmp_path_factory.mktemp("eval_shards")
     sampling = SamplingPolicy(mode="per_clip", frames_per_clip=3, min_clip_frames=4)
-    run_extraction(ExtractConfig(input_dir=clips, out_dir=out, sampling=sampling, runner="local", progress=False))
+    config = ExtractConfig(input_dir=clips, out_dir=out, sampling=sampling, clips_per_shard=1, runner="local",
+                           progress=False)  # fmt: skip
+    run_extraction(config)
     return out
 
 
@@ -143,6 +145,20 @@ def test_the_measurer_reads_a_stored_crop_back_as_the_same_face(shards):
     assert id_similarity(measured.identity, sample["id"][None]).item() > 0.95
     pose = tdmm_parts(sample["tdmm"], "offline")["angles"][None]
     assert l2_distance(measured.pose, pose).item() < 0.1
+
+
+def test_only_shards_with_held_out_clips_are_read_and_frames_per_clip_are_capped(shards, monkeypatch):
+    from facex_model import evaluation
+
+    read = []
+    real_iter = evaluation.iter_tar_samples
+    monkeypatch.setattr(evaluation, "iter_tar_samples", lambda path: read.append(path.name) or real_iter(path))
+    monkeypatch.setattr(evaluation, "FRAMES_PER_CLIP", 2)
+    frames = HeldOutFrames(shards, 2)
+    assert len(list(shards.glob("shard-*.tar"))) == 4 and len(read) == 2
+    assert sorted(frames.frames) == ["facexsample-astronaut_1", "facexsample-grace_hopper_1"]
+    for keys in frames.frames.values():
+        assert len(keys) == 2 and keys[0] < keys[1]
 
 
 def test_person_is_the_ytb_id_else_the_clip_id_without_its_index():

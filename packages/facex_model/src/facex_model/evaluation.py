@@ -52,6 +52,7 @@ SELF = "self_reconstruction"
 GRID_ROWS = 8
 GRID_TILE = 128  # px per grid cell (tiny-model outputs are 64 px)
 DECODED_CACHE = 256  # decoded frames kept in memory (the rest stay JPEG/npy bytes)
+FRAMES_PER_CLIP = 16  # held-out frames kept per clip (evenly spread) to draw pairs from
 
 
 def person_of(clip_id: str, meta: Mapping[str, Any] | None = None) -> str:
@@ -93,7 +94,7 @@ class HeldOutFrames:
         self._decoded: OrderedDict[str, dict] = OrderedDict()
         self.frames: dict[str, list[str]] = {}
         self.person: dict[str, str] = {}
-        for url in complete_shards(self.shard_dir):
+        for url in self._shards_with_held_out_clips():
             for raw in iter_tar_samples(Path(url)):
                 meta = json.loads(raw["json"])
                 clip = meta.get("clip_id")
@@ -102,8 +103,26 @@ class HeldOutFrames:
                 self._raw[raw["__key__"]] = raw
                 self.frames.setdefault(clip, []).append(raw["__key__"])
                 self.person[clip] = person_of(clip, meta)
-        for keys in self.frames.values():
+            self._keep_spread_frames()
+
+    def _shards_with_held_out_clips(self) -> list[str]:
+        """Complete shards holding a held-out clip (the ledger says which), so most shards are never read."""
+        ledger = json.loads((self.shard_dir / "ledger.json").read_text())
+        named = {c.get("shard") for c in ledger.get("clips", []) if c.get("clip_id") in self.held_out}
+        urls = complete_shards(self.shard_dir)
+        if None in named:  # a ledger without shard names: read them all
+            return urls
+        return [u for u in urls if Path(u).name.removesuffix(".tar") in named]
+
+    def _keep_spread_frames(self) -> None:
+        """At most FRAMES_PER_CLIP frames per clip, evenly spread, so memory stays bounded on long clips."""
+        for clip, keys in self.frames.items():
             keys.sort()
+            if len(keys) > FRAMES_PER_CLIP:
+                kept = [keys[i] for i in np.linspace(0, len(keys) - 1, FRAMES_PER_CLIP).round().astype(int)]
+                for key in set(keys) - set(kept):
+                    del self._raw[key]
+                self.frames[clip] = kept
 
     def sample(self, key: str) -> dict:
         """The decoded sample (``facex_data.shards.decode_sample``); the most recent DECODED_CACHE are kept."""
