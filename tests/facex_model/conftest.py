@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,59 @@ def sample_frames(small_sample, tmp_path_factory) -> dict[str, Path]:
         frames[clip.stem] = out / f"{clip.stem}.png"
         Image.fromarray(first_frame(clip)).save(frames[clip.stem])
     return frames
+
+
+FPS = Fraction(30000, 1001)
+
+
+def _make_clip(path: Path, face: Path, frames: int = 6, audio: bool = True, size: int = 192) -> Path:
+    """A short H.264 clip of a face drifting sideways, with a 440 Hz AAC tone when `audio`."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    image = np.asarray(Image.open(face).convert("RGB").resize((size, size)))
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        sound = out.add_stream("aac", rate=16000) if audio else None
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(image, 2 * i, axis=1)), format="rgb24")
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if sound is not None:
+            t = np.arange(int(16000 * frames / FPS)) / 16000
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for start in range(0, tone.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp",
+                                                   layout="mono")  # fmt: skip
+                chunk.sample_rate, chunk.pts = 16000, start
+                for packet in sound.encode(chunk):
+                    out.mux(packet)
+            for packet in sound.encode():
+                out.mux(packet)
+    return path
+
+
+def _probe_video(path: Path) -> tuple[int, Fraction, bool, list]:
+    """(frames, average rate, has audio, RGB frames) of a video."""
+    import av
+
+    with av.open(str(path)) as c:
+        rate = c.streams.video[0].average_rate
+        has_audio = bool(c.streams.audio)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return len(frames), rate, has_audio, frames
+
+
+@pytest.fixture(scope="session")
+def make_clip():
+    return _make_clip
+
+
+@pytest.fixture(scope="session")
+def probe_video():
+    return _probe_video
