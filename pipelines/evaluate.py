@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from facex_data.extractors import ExtractorOptions, build_extractors  # noqa: E402
+from facex_data.extractors import build_extractors  # noqa: E402
 from facex_model.evaluation import (  # noqa: E402
     CROSS_TASKS,
     HeldOutFrames,
@@ -111,12 +111,12 @@ def run(params: Params, models: dict[str, Path], progress: bool = True) -> dict[
         fid = build_fid(cfg.fid_features, Path(os.environ.get("FACEX_MODELS_DIR", params.models.dir)))
     except (FileNotFoundError, ValueError) as err:
         raise StageError(str(err)) from err
-    extractors = build_extractors(
-        frames.backend,
-        ExtractorOptions(
-            crop_size=frames.crop_size(), models_dir=params.extract.models_dir, device=params.extract.device
-        ),
-    )
+    # the extract stage's backend options (models dir, device, detector), at the crop size the shards hold
+    options = dataclasses.replace(params.extract.extractor_options(), crop_size=frames.crop_size())
+    try:
+        extractors = build_extractors(frames.backend, options)
+    except (FileNotFoundError, ValueError) as err:
+        raise StageError(f"extractors to measure outputs with: {err}") from err
     measurer = FaceMeasurer(extractors)
     settings = SamplingSettings(cfg.steps, cfg.scheduler, cfg.cfg_scale, cfg.seed, cfg.batch_size)
     device = device_for(params)
