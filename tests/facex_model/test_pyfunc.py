@@ -1,0 +1,73 @@
+"""The MLflow pyfunc: log + register a saved model folder, load it by alias, predict from paths and base64."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facex_model import pyfunc
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, model_dir):
+    """A local sqlite tracking store + registry with the tiny model logged as facex-swap@champion."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    mlflow.set_tracking_uri(f"sqlite:///{root}/db")
+    mlflow.set_experiment("facex-test")
+    try:
+        with mlflow.start_run():
+            info = pyfunc.log_model(model_dir, "model", registered_model_name="facex-swap")
+        MlflowClient().set_registered_model_alias("facex-swap", "champion", info.registered_model_version)
+        yield info
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_logged_artifacts_are_the_model_folder(registry, model_dir):
+    from facex_model.pipeline import download_model_dir
+
+    local = download_model_dir("models:/facex-swap@champion")
+    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in model_dir.iterdir())
+    assert (local / "config.json").read_text() == (model_dir / "config.json").read_text()
+
+
+@pytest.mark.real
+def test_predict_from_paths_and_base64_returns_watermarked_pngs(registry, photos):
+    import mlflow
+
+    from facex_model.watermark import detect
+
+    model = mlflow.pyfunc.load_model("models:/facex-swap@champion")
+    source_b64 = base64.b64encode(photos["source"].read_bytes()).decode()
+    frame = pd.DataFrame(
+        [
+            {"task": "swap", "source": str(photos["source"]), "target": str(photos["target"]), "steps": 1},
+            {"task": "reenact", "source": source_b64, "target": str(photos["target"]), "steps": 1, "seed": 3},
+        ]
+    )
+    out = model.predict(frame)
+    assert list(out.columns) == ["image"] and len(out) == 2
+    for data in out["image"]:
+        image = pyfunc.decode_png(data)
+        assert image.size == (320, 288)
+        assert image.text["Software"] == "FaceX"
+        assert detect(np.asarray(image.convert("RGB")))[0]
+    single = model.predict({"task": "swap", "source": str(photos["source"]), "target": str(photos["target"]),
+                            "steps": 1})  # fmt: skip
+    assert len(single) == 1
+
+
+@pytest.mark.real
+def test_pipeline_loads_a_registry_uri(registry, photos):
+    from facex_model.pipeline import FaceXInputError, FaceXPipeline
+
+    pipe = FaceXPipeline.from_pretrained("models:/facex-swap@champion")
+    assert pipe("swap", photos["source"], photos["target"], steps=1).image.size == (320, 288)
+    with pytest.raises(FaceXInputError, match="models:/facex-nope@champion: not found in the registry"):
+        FaceXPipeline.from_pretrained("models:/facex-nope@champion")
