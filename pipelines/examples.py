@@ -1,0 +1,163 @@
+"""DVC stage `examples`: one image grid per model and task (source | target | I_R | result) on embedded-sample faces.
+
+    python pipelines/examples.py [--params params.yaml] [--models-dir DIR] [--sample-dir DIR] [--out DIR]
+
+Reads the trained model folders (data/models/{generalist,reenact,swap}), takes a frame of two different people from
+the sample clips, runs each model's tasks through FaceXPipeline and writes data/examples/<model>_<task>.png plus
+index.json (what each grid shows, with the settings). Every grid carries the FaceX watermark and metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (DVC): make `pipelines` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.config import ParamsError, load_params  # noqa: E402
+
+# which tasks show each model off: the specialists their own task, the generalist the rest (paper §4)
+MODEL_TASKS: dict[str, tuple[str, ...]] = {
+    "generalist": ("headswap", "swap", "reenact", "edit", "inpaint"),
+    "reenact": ("reenact",),
+    "swap": ("swap", "swap_eyes"),
+}
+EDIT_REGIONS = ("lips", "eyes")
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    models_dir: Path = Path("data/models")
+    models: tuple[str, ...] = ("generalist", "reenact", "swap")
+    sample_dir: Path = Path("data/sample")
+    out_dir: Path = Path("data/examples")
+    steps: int = 10
+    scheduler: str = "ddim"
+    cfg_scale: float = 2.0
+    seed: int = 0
+    tile: int = 256
+    tasks: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(MODEL_TASKS))
+
+
+def config_from_params(params) -> ExamplesConfig:
+    """An `examples` section when params has one; else the evaluate stage's sampling settings and the sample dir."""
+    section = getattr(params, "examples", None)
+    if section is not None:
+        known = {k: v for k, v in asdict(section).items() if k in ExamplesConfig.__dataclass_fields__}
+        return ExamplesConfig(**known)
+    ev = params.evaluate
+    return ExamplesConfig(
+        models_dir=ev.models_dir, models=tuple(ev.models), sample_dir=params.sample.out_dir,
+        steps=ev.steps, scheduler=ev.scheduler, cfg_scale=ev.cfg_scale, seed=ev.seed,
+    )  # fmt: skip
+
+
+def people_frames(sample_dir: Path, pipe) -> list[tuple[str, Path, object]]:
+    """(person, clip, Face) for the first frame with a face of each person's first clip, in name order."""
+    from facex_model.pipeline import FaceXInputError
+    from facex_model.video import _reader
+
+    clips = sorted(sample_dir.rglob("*.mp4"))
+    if not clips:
+        raise FileNotFoundError(f"no .mp4 clips under {sample_dir}: run the sample stage first (dvc repro sample)")
+    seen: dict[str, tuple[str, Path, object]] = {}
+    for clip in clips:
+        person = clip.stem.rsplit("_", 1)[0]
+        if person in seen:
+            continue
+        reader, info = _reader(clip)
+        for index in sorted({0, info.n_frames // 2, info.n_frames - 1}):
+            try:
+                seen[person] = (person, clip, pipe.detect(reader.frames([index])[0], f"{clip} frame {index}"))
+                break
+            except FaceXInputError:
+                continue
+    if len(seen) < 2:
+        raise ValueError(f"{sample_dir}: need clips of two different people with a detectable face, found {len(seen)}")
+    return list(seen.values())
+
+
+def lower_face_mask(face) -> object:
+    """A box over the lower half of the detected face (mouth and chin): the inpainting example's user mask."""
+    import numpy as np
+
+    left, top, right, bottom = face.features.detection.bbox
+    mask = np.zeros(face.frame.shape[:2], np.float32)
+    mid = (top + bottom) // 2
+    mask[max(0, mid) : max(0, bottom), max(0, left) : max(0, right)] = 1
+    return mask
+
+
+def run(cfg: ExamplesConfig) -> dict:
+    from facex_model.pipeline import Edit, FaceXPipeline
+    from facex_model.watermark import save_image
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    index: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "grids": {}}
+    missing = [m for m in cfg.models if not (cfg.models_dir / m / "config.json").is_file()]
+    if len(missing) == len(cfg.models):
+        raise FileNotFoundError(
+            f"no trained model in {cfg.models_dir} ({', '.join(cfg.models)}): run the training stages first"
+        )
+    people = None
+    for name in cfg.models:
+        if name in missing:
+            print(f"skipping {name}: {cfg.models_dir / name} has no config.json", file=sys.stderr)
+            continue
+        pipe = FaceXPipeline.from_pretrained(cfg.models_dir / name)
+        people = people or people_frames(cfg.sample_dir, pipe)
+        (src_name, src_clip, source), (tgt_name, tgt_clip, target) = people[0], people[1]
+        options = dict(steps=cfg.steps, scheduler=cfg.scheduler, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
+        for task in cfg.tasks.get(name, ()):
+            if task == "edit":
+                out = pipe.edit(target, [Edit(EDIT_REGIONS, source.frame)], **options)
+            elif task == "inpaint":
+                out = pipe.inpaint(target, lower_face_mask(target), **options)
+            elif task == "swap_eyes":
+                out = pipe.generate("swap", source, target, regions=("eyes",), **options)
+            else:
+                out = pipe.generate(task, source, target, **options)
+            grid = out.grid(None if task == "inpaint" else source.frame, target.frame, tile=cfg.tile)
+            path = save_image(grid, cfg.out_dir / f"{name}_{task}.png")
+            index["grids"][path.name] = {
+                "model": name, "task": task, "source": f"{src_clip.name} ({src_name})",
+                "target": f"{tgt_clip.name} ({tgt_name})", "panels": "source | target | I_R | result",
+            }  # fmt: skip
+            print(f"wrote {path}")
+    (cfg.out_dir / "index.json").write_text(json.dumps(index, indent=2))
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", help="params file (default: $FACEX_PARAMS or params.yaml)")
+    parser.add_argument("--models-dir", type=Path, help="override the trained model folders' parent")
+    parser.add_argument("--sample-dir", type=Path, help="override the sample clips folder")
+    parser.add_argument("--out", type=Path, help="override the output folder (data/examples)")
+    parser.add_argument("--steps", type=int, help="override the denoising steps")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_params(load_params(args.params))
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    overrides = {"models_dir": args.models_dir, "sample_dir": args.sample_dir, "out_dir": args.out,
+                 "steps": args.steps}  # fmt: skip
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    from facex_model.pipeline import FaceXInputError
+
+    try:
+        index = run(cfg)
+    except (FileNotFoundError, ValueError, FaceXInputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(index['grids'])} grids and index.json in {cfg.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
