@@ -122,3 +122,24 @@ def test_several_faces_and_large_images_warn_on_one_line(model_dir, photos, tmp_
     assert any("2 faces" in w and "--face-index" in w for w in warnings)
     with Image.open(out) as im:
         assert im.size == (2048, 1182)
+
+
+@pytest.mark.parametrize("task", ["swap", "headswap", "reenact", "edit", "inpaint", "animate"])
+def test_every_command_on_embedded_sample_frames(model_dir, other_backbone, sample_frames, tmp_path, task):
+    names = sorted(sample_frames)
+    source = next(sample_frames[n] for n in names if "grace" in n)
+    target = next(sample_frames[n] for n in names if "astronaut" in n)
+    out = tmp_path / "out.png"
+    args = {
+        "edit": ["--source", source, "--regions", "eyes"],
+        "inpaint": ["--mask", tmp_path / "mask.png"],
+        "animate": ["--source", source, "--backbone", other_backbone],
+    }.get(task, ["--source", source])
+    if task == "inpaint":
+        mask = np.zeros(Image.open(target).size[::-1], np.uint8)
+        mask[mask.shape[0] // 2 :] = 255
+        Image.fromarray(mask).save(tmp_path / "mask.png")
+    result = invoke(task, "--target", target, *args, *common(model_dir, out))
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im, Image.open(target) as tgt:
+        assert im.size == tgt.size

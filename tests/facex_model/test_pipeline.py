@@ -134,16 +134,34 @@ def test_face_index_picks_the_smaller_face_and_several_faces_warn(model_dir, pho
         pipe("swap", photos["source"], photos["pair"], steps=1, face_index=2)
 
 
-def test_swap_on_embedded_sample_frames(pipe, sample_frames):
+def sample_pair(sample_frames) -> tuple[Path, Path]:
     names = sorted(sample_frames)
     source = next(sample_frames[n] for n in names if "grace" in n)
     target = next(sample_frames[n] for n in names if "astronaut" in n)
-    out = pipe("swap", source, target, steps=STEPS, watermark=False)
+    return source, target
+
+
+@pytest.mark.parametrize(
+    "task, kwargs",
+    [("swap", {}), ("headswap", {}), ("reenact", {}), ("edit", {"regions": ["lips"]}), ("swap", {"regions": ["eyes"]})],
+)
+def test_every_task_on_embedded_sample_frames(pipe, sample_frames, task, kwargs):
+    source, target = sample_pair(sample_frames)
+    out = pipe(task, source, target, steps=STEPS, watermark=False, **kwargs)
+    assert out.image.size == Image.open(target).size
     assert_outside_mask_is_target(out, target_array(target))
-    marked = pipe("reenact", source, target, steps=STEPS)
+
+
+def test_inpaint_and_watermarked_output_on_an_embedded_sample_frame(pipe, sample_frames):
     from facex_model.watermark import detect
 
-    assert detect(np.asarray(marked.image))[0]
+    _, target = sample_pair(sample_frames)
+    frame = target_array(target)
+    mask = np.zeros(frame.shape[:2], np.float32)
+    mask[frame.shape[0] // 2 :, :] = 1
+    out = pipe("inpaint", target=target, mask=mask, steps=STEPS)
+    assert out.image.size == Image.open(target).size
+    assert detect(np.asarray(out.image))[0]
 
 
 @pytest.mark.real

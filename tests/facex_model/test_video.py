@@ -25,6 +25,12 @@ def test_video_keeps_frame_count_fps_and_audio(pipe, photos, tmp_path, make_clip
     from facex_model.watermark import detect
 
     assert all(detect(f)[0] for f in frames[:2])
+    from typer.testing import CliRunner
+
+    from facex_model.cli import app
+
+    report = CliRunner().invoke(app, ["detect-watermark", str(tmp_path / "out.mp4")])
+    assert report.exit_code == 0 and "watermark found" in report.output and "synthetic/FaceX" in report.output
 
 
 @pytest.mark.real
