@@ -196,6 +196,7 @@ class FaceXPipeline:
         max_side: int = 2048,
         paste_dilate: float = 0.02,
         paste_feather: float = 0.03,
+        extractor_options: Any | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.device = torch.device(resolve_device(device))
@@ -205,6 +206,7 @@ class FaceXPipeline:
         self.paste_dilate = paste_dilate
         self.paste_feather = paste_feather
         self.warn = warn or _warn
+        self.extractor_options = extractor_options  # facex_data ExtractorOptions; default: crop_size, $FACEX_MODELS_DIR
         self._extractors = None
 
     @classmethod
@@ -229,11 +231,18 @@ class FaceXPipeline:
 
     @property
     def extractors(self):
-        """The model's extractor backend (the one its training shards were written with), built on first use."""
+        """The model's extractor backend (the one its training shards were written with), built on first use.
+
+        The paper backend reads its weights from the models dir (`extractor_options.models_dir`, else
+        $FACEX_MODELS_DIR, else ./models).
+        """
         if self._extractors is None:
             from facex_data.extractors import ExtractorOptions, build_extractors
+            from facex_data.models import resolve_models_dir
 
-            options = ExtractorOptions(crop_size=self.crop_size, device=self.device.type)
+            options = self.extractor_options or ExtractorOptions(
+                crop_size=self.crop_size, models_dir=resolve_models_dir(None), device=self.device.type
+            )
             self._extractors = build_extractors(self.model.config.extractors, options)
         return self._extractors
 
