@@ -68,3 +68,33 @@ def test_video_errors(pipe, photos, tmp_path, make_clip):
         run_video(pipe, "edit", photos["source"], clip, tmp_path / "out.mp4", steps=1, progress=False)
     with pytest.raises(FaceXInputError, match="writes .mp4"):
         run_video(pipe, "swap", photos["source"], clip, tmp_path / "out.png", steps=1, progress=False)
+
+
+@pytest.mark.real
+def test_resume_generates_only_the_frames_a_killed_run_did_not_finish(pipe, photos, tmp_path, make_clip, monkeypatch):
+    clip = make_clip(tmp_path / "in.mp4", photos["target"], frames=4, audio=False)
+    out = tmp_path / "out.mp4"
+    calls = []
+    original = pipe.generate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "generate", counting)
+
+    def crash(i, frame):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_video(pipe, "swap", photos["source"], clip, out, steps=1, progress=False, resume=True, on_frame=crash)
+    assert sorted(p.name for p in (tmp_path / "out.frames.partial").glob("0*.png")) == [
+        "000000.png",
+        "000001.png",
+        "000002.png",
+    ]
+    calls.clear()
+    result = run_video(pipe, "swap", photos["source"], clip, out, steps=1, progress=False, resume=True)
+    assert len(calls) == 1 and result.frames == 4
+    assert not (tmp_path / "out.frames.partial").exists()

@@ -43,6 +43,9 @@ SrcFaceOpt = Annotated[int | None, typer.Option("--source-face-index", min=0, he
 NoWmOpt = Annotated[
     bool, typer.Option("--no-watermark", help="do NOT mark the output as synthetic (invisible mark + metadata)")
 ]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="video: keep finished frames in <out>.frames.partial/ and skip them on re-run")
+]
 RegionsOpt = Annotated[str | None, typer.Option("--regions", help="comma-separated regions, e.g. eyes,nose,lips")]
 
 
@@ -111,6 +114,7 @@ def run_task(
     source_face_index: int | None,
     no_watermark: bool,
     backbone: Path | None = None,
+    resume: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Shared body of the task commands: load the pipeline, run on an image or a video, save (and the grid)."""
@@ -129,7 +133,7 @@ def run_task(
 
             result = run_video(
                 pipe, task, source, target, out, source_face_index=source_face_index,
-                watermark=not no_watermark, **options,
+                watermark=not no_watermark, resume=resume, **options,
             )  # fmt: skip
             if result.frames_without_face:
                 warn(f"{result.frames_without_face} of {result.frames} frames show no face: copied unchanged")
@@ -168,6 +172,7 @@ def register_task_commands(app: typer.Typer) -> None:
             source_face_index: SrcFaceOpt = None,
             regions: RegionsOpt = None,
             no_watermark: NoWmOpt = False,
+            resume: ResumeOpt = False,
         ) -> None:
             _run(task, locals(), {"regions": _regions(regions)} if regions else None)
 
@@ -196,6 +201,7 @@ def register_task_commands(app: typer.Typer) -> None:
         face_index: FaceOpt = None,
         source_face_index: SrcFaceOpt = None,
         no_watermark: NoWmOpt = False,
+        resume: ResumeOpt = False,
     ) -> None:
         """Animation: reenactment on another (community) SD-1.5 U-Net loaded in place of the base one."""
         if not backbone.is_dir():
@@ -282,6 +288,7 @@ def _run(task: str, values: dict[str, Any], extra: dict[str, Any] | None = None)
         source_face_index=values.get("source_face_index"),
         no_watermark=values["no_watermark"],
         backbone=values.get("backbone"),
+        resume=values.get("resume", False),
         extra=extra,
     )
 

@@ -7,6 +7,8 @@ and of the landmarks), the source is encoded once, and every frame starts from t
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from facex_model import sampling
 from facex_model.pipeline import Face, FaceXInputError, FaceXPipeline
@@ -97,9 +100,14 @@ def run_video(
     batch_frames: int = 16,
     watermark: bool = True,
     progress: bool = True,
+    resume: bool = False,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
 ) -> VideoResult:
-    """`task` over every frame of `target_video` (the driving video for reenact) -> an H.264 mp4 at `out_path`."""
+    """`task` over every frame of `target_video` (the driving video for reenact) -> an H.264 mp4 at `out_path`.
+
+    With `resume`, generated frames are also kept in `<out>.frames.partial/` (lossless PNG) until the video is
+    complete, and a re-run with the same settings generates only the frames that are not there yet.
+    """
     if task not in VIDEO_TASKS:
         raise FaceXInputError(f"{task} on a video: only {', '.join(VIDEO_TASKS)} take a target video")
     target_video, out_path = Path(target_video), Path(out_path)
@@ -140,6 +148,14 @@ def run_video(
     # pass 2: generate frame by frame, write as we go
     from facex_model.watermark import embed
 
+    settings = {
+        "task": task, "source": str(source) if not isinstance(source, np.ndarray) else "array",
+        "target": str(target_video.resolve()), "target_bytes": target_video.stat().st_size, "steps": steps,
+        "cfg_scale": cfg_scale, "scheduler": scheduler, "seed": seed, "face_index": face_index,
+        "smooth_window": smooth_window, "model": pipe.model.config.to_json(),
+    }  # fmt: skip
+    cache = FrameCache(out_path.with_suffix(".frames.partial"), settings) if resume else None
+
     fps = _fps(target_video, info.fps)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     import av
@@ -156,7 +172,10 @@ def run_video(
         for i, frame in _tqdm(
             enumerate(_frames(reader, info.n_frames, batch_frames)), progress, task, "frame", info.n_frames
         ):
-            if valid[i]:
+            done = cache.get(i) if cache is not None and valid[i] else None
+            if done is not None:
+                frame = done
+            elif valid[i]:
                 features = realign(pipe, frame, detections[i].detection, transforms[i], landmarks[i])
                 target_face = Face(frame, features, f"{target_video} frame {i}")
                 result = pipe.generate(
@@ -164,6 +183,8 @@ def run_video(
                     seed=seed, noise=noise, source_inputs=source_inputs,
                 )  # fmt: skip
                 frame = np.asarray(result.image)
+                if cache is not None:
+                    cache.put(i, frame)
             if watermark:
                 frame = embed(frame)
             if on_frame is not None:
@@ -181,7 +202,40 @@ def run_video(
                     continue
                 packet.stream = audio_out
                 out.mux(packet)
+    if cache is not None:
+        cache.clear()
     return VideoResult(out_path, info.n_frames, float(fps), int((~valid).sum()), audio_in is not None)
+
+
+class FrameCache:
+    """Generated frames of an unfinished video, as lossless PNGs beside the output; reset when settings change."""
+
+    def __init__(self, folder: Path, settings: dict) -> None:
+        self.folder = folder
+        stamp = folder / "settings.json"
+        text = json.dumps(settings, sort_keys=True, default=str)
+        if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != text):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(text)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index:06d}.png"
+
+    def get(self, index: int) -> np.ndarray | None:
+        path = self.path(index)
+        if not path.is_file():
+            return None
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def put(self, index: int, frame: np.ndarray) -> None:
+        tmp = self.folder / f"{index:06d}.tmp.png"
+        Image.fromarray(frame).save(tmp)
+        tmp.replace(self.path(index))  # atomic: a killed run never leaves a half-written frame
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _frames(reader, n_frames: int, batch: int):
