@@ -41,12 +41,18 @@ def shards(small_sample, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
+def tiny_backbone_dir(tmp_path_factory) -> Path:
     from facex_model.backbone import build_tiny_backbone
+
+    return build_tiny_backbone(tmp_path_factory.mktemp("eval_backbone"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_backbone_dir, tmp_path_factory) -> dict[str, Path]:
     from facex_model.model import FaceXConfig, FaceXModel
 
     root = tmp_path_factory.mktemp("eval_models")
-    backbone = build_tiny_backbone(root / "backbone", seed=0)
+    backbone = tiny_backbone_dir
     dirs = {}
     for name, task in (("generalist", "headswap"), ("swap", "swap")):
         torch.manual_seed(0)
@@ -181,3 +187,24 @@ def test_default_models_come_from_the_params_and_a_missing_one_is_named(shards, 
     params = _params(tmp_path, shards, models_dir=str(models["swap"].parent), models=["swap", "reenact"])
     assert main(["--params", str(params), "--no-progress"]) == 2
     assert str(models["swap"].parent / "reenact") in capsys.readouterr().err
+
+
+def test_held_out_clips_of_one_person_are_refused_for_cross_identity_pairs(shards, models, tmp_path, capsys):
+    from pipelines.evaluate import main
+
+    params = _params(tmp_path, shards)
+    data = yaml.safe_load(params.read_text()) | {"split": {"holdout_every": 4}}  # holds out grace_hopper_1 only
+    params.write_text(yaml.safe_dump(data))
+    assert main(["--params", str(params), "--model", str(models["swap"]), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "1 person(s)" in err and "split.holdout_every" in err
+
+
+def test_a_model_trained_on_another_backend_is_refused(shards, tiny_backbone_dir, tmp_path, capsys):
+    from facex_model.model import FaceXConfig, FaceXModel
+    from pipelines.evaluate import main
+
+    folder = FaceXModel(FaceXConfig.tiny(tiny_backbone_dir, extractors="paper")).save_pretrained(tmp_path / "paper")
+    assert main(["--params", str(_params(tmp_path, shards)), "--model", str(folder), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'paper'" in err and "'offline'" in err and str(folder) in err
