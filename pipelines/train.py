@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
 
-MODELS_OUT = REPO_ROOT / "data" / "models"
 TRAIN_STORAGE = REPO_ROOT / ".work" / "ray_train"
 TINY_BACKBONE = REPO_ROOT / "data" / "backbone" / "tiny-sd15"
 
@@ -114,10 +113,11 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
     from facex_model.train import DEFAULT_TASK, TrainJob
 
     train, compute = params.train, params.compute
+    models_out = Path(params.evaluate.models_dir)  # one place for the model folders (evaluate/register read them)
     if stage == "generalist":
         steps, init_from = train.generalist_steps, None
     elif stage in train.specialist_steps:
-        steps, init_from = train.specialist_steps[stage], str(MODELS_OUT / "generalist")
+        steps, init_from = train.specialist_steps[stage], str(models_out / "generalist")
         if not (Path(init_from) / "config.json").is_file():
             raise ParamsError(f"{init_from}: no generalist model; run the train_generalist stage first")
     else:
@@ -138,7 +138,7 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
         name=stage,
         task=DEFAULT_TASK.get(stage, stage),
         shards=str(shards),
-        out_dir=str(out_dir or MODELS_OUT / stage),
+        out_dir=str(out_dir or models_out / stage),
         storage_path=str(TRAIN_STORAGE),
         backbone_path=str(backbone),
         clip_path=str(clip) if clip else None,

@@ -165,6 +165,7 @@ def save_checkpoint(
     losses: list[float],
     position: DataPosition,
     generator: torch.Generator,
+    resumes: list[int] | None = None,
 ) -> None:
     """Write this worker's part of a checkpoint (rank 0: the shared state; every rank: its RNG + data position)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -178,6 +179,7 @@ def save_checkpoint(
         meta = {
             "step": step,
             "losses": losses,
+            "resumes": resumes or [],  # the steps this run was resumed at (killed job, retried worker)
             "param_groups": groups,
             "lr_scheduler": lr_scheduler.state_dict(),
             "ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"} if ema is not None else None,
@@ -203,8 +205,8 @@ def load_checkpoint(
     lr_scheduler: Any,
     ema: Any,
     generator: torch.Generator,
-) -> tuple[int, list[float], DataPosition]:
-    """Restore what :func:`save_checkpoint` wrote; returns (step, loss history, this rank's data position)."""
+) -> tuple[int, list[float], DataPosition, list[int]]:
+    """Restore what :func:`save_checkpoint` wrote: (step, loss history, this rank's data position, resume steps)."""
     meta = json.loads((folder / STATE_JSON).read_text())
     raw = load_file(folder / STATE_WEIGHTS)
     params = model.trainable_parameters()
@@ -229,7 +231,7 @@ def load_checkpoint(
         torch.cuda.set_rng_state(rng["cuda"])
     random.setstate(_to_py_state(state["python"]))
     np.random.set_state(_to_np_state(state["numpy"]))
-    return meta["step"], list(meta["losses"]), DataPosition(**state["position"])
+    return meta["step"], list(meta["losses"]), DataPosition(**state["position"]), list(meta.get("resumes", []))
 
 
 def _json_default(value: Any) -> Any:
@@ -296,14 +298,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ema = _make_ema(params, job.ema_decay)
     generator = torch.Generator().manual_seed(job.seed * 1009 + rank)
 
-    step, losses, position = 0, [], DataPosition()
+    step, losses, position, resumes = 0, [], DataPosition(), []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            step, losses, position = load_checkpoint(
+            step, losses, position, resumes = load_checkpoint(
                 Path(folder), rank=rank, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema,
                 generator=generator,
             )  # fmt: skip
+        resumes.append(step)
+        if rank == 0:
+            print(
+                f"{job.name}: resuming from checkpoint at step {step} (epoch {position.epoch}, pair {position.index})",
+                flush=True,
+            )
 
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     pairs = PairConfig(
@@ -364,7 +372,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(
                     Path(tmp), rank=rank, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema,
-                    step=step, losses=losses, position=position, generator=generator,
+                    step=step, losses=losses, position=position, generator=generator, resumes=resumes,
                 )  # fmt: skip
                 ray.train.report(
                     metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -521,6 +529,7 @@ def fit(job: TrainJob) -> dict[str, Any]:
         "task": job.task,
         "steps": state["step"],
         "losses": state["losses"],
+        "resumed_at": state.get("resumes", []),
         "heldout_loss": metrics.get("heldout_loss"),
         "run_name": run_name,
     }
