@@ -111,14 +111,32 @@ def test_progressive_editing_in_sequence_and_mixture_in_one_pass(pipe, photos):
     )  # fmt: skip
     assert len(seq.steps) == 2
     assert_outside_mask_is_target(seq, target)
-    one = pipe(
-        "edit", target=photos["target"], steps=STEPS, watermark=False,
-        edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["source"])],
-    )  # fmt: skip
-    assert one.steps == [] and (one.mask > 0).any()
-    with pytest.raises(FaceXInputError, match="sequential"):
-        pipe("edit", target=photos["target"], steps=STEPS,
-             edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["other"])])  # fmt: skip
+    calls = {"sd_adapter": 0, "region_encoder": 0}
+    hooks = [
+        getattr(pipe.model, n).register_forward_hook(lambda *_, n=n: calls.__setitem__(n, calls[n] + 1)) for n in calls
+    ]
+    try:
+        mixed = pipe(
+            "edit", target=photos["target"], steps=STEPS, watermark=False,
+            edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["other"])],
+        )  # fmt: skip
+    finally:
+        for h in hooks:
+            h.remove()
+    # one f_SD, with region tokens from the edited image and from each of the two references
+    assert calls == {"sd_adapter": 1, "region_encoder": 3} and mixed.steps == []
+    assert_outside_mask_is_target(mixed, target)
+    assert (mixed.mask > 0).any()
+
+
+def test_mixture_row_takes_each_region_from_its_reference():
+    from facex_model.pipeline import mixture_row
+
+    spec = mixture_row({"reference": ("lips",), "reference1": ("eyes", "brows")})
+    assert spec.regions["lips"] == "reference" and spec.regions["eyes"] == "reference1"
+    assert spec.regions["nose"] == "source" and spec.side_of("id") == "source"
+    assert set(spec.hole_regions) == {"lips", "eyes", "brows"}
+    assert spec.hole_sides == ("source", "reference", "reference1")
 
 
 @pytest.mark.real

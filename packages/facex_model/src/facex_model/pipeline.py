@@ -177,12 +177,6 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def _is_same_image(a: ImageInput, b: ImageInput) -> bool:
-    if isinstance(a, (str, Path)) and isinstance(b, (str, Path)):
-        return Path(a).resolve() == Path(b).resolve()
-    return a is b
-
-
 # --- the pipeline --------------------------------------------------------------------------------------------------
 class FaceXPipeline:
     """Every FaceX task on one model: call it with a task name and images."""
@@ -323,8 +317,8 @@ class FaceXPipeline:
             those regions change, e.g. ("eyes", "nose")).
         reenact / animate: the source person with the target's pose, expression and gaze (`animate` = reenact; load
             the pipeline with another SD-1.5 U-Net via `backbone_path`).
-        edit: the target with `regions` taken from `source` (or `reference`); `edits` applies several, in one pass
-            (all from one reference) or in sequence (`sequential=True`, progressive editing).
+        edit: the target with `regions` taken from `source` (or `reference`); `edits` applies several, mixed in one
+            pass (each region from its own reference) or in sequence (`sequential=True`, progressive editing).
         inpaint: the target with `mask` (white = repaint) regenerated.
         `face_index` picks the target's face (0 = largest), `source_face_index` the source's.
         With `watermark` (default) the output carries the FaceX watermark (see facex_model.watermark).
@@ -409,35 +403,39 @@ class FaceXPipeline:
         )  # fmt: skip
 
     def edit(self, target: Face, edits: Sequence[Edit], *, sequential: bool = False, **options: Any) -> FaceXOutput:
-        """Region editing; several edits in one pass (one reference) or one after another (progressive)."""
+        """Region editing (paper Fig 9): several edits mixed in one pass, or applied one after another (progressive).
+
+        One pass: every reference is its own side of the batch, and each region's tokens come from its edit's
+        reference. In sequence: each edit runs on the previous output (re-detected).
+        """
         for e in edits:
             _check_regions(e.regions)
-        if not sequential and len(edits) > 1:
-            if not all(_is_same_image(e.reference, edits[0].reference) for e in edits):
-                raise FaceXInputError(
-                    "one-pass mixture editing takes every region from one reference image; "
-                    "pass sequential=True (--sequential) to apply edits from several references one after another"
-                )
-            edits = [Edit(tuple(dict.fromkeys(r for e in edits for r in e.regions)), edits[0].reference)]
+        groups = [[e] for e in edits] if sequential else [list(edits)]
         history: list[FaceXOutput] = []
         current = target
-        for i, e in enumerate(edits):
-            reference = self.detect(e.reference, "reference" if len(edits) == 1 else f"reference {i + 1}")
-            out = self._edit_once(current, reference, e.regions, **options)
-            history.append(out)
-            if i + 1 < len(edits):
-                current = self.detect(np.asarray(out.image), f"edit step {i + 1} output")
+        for step, group in enumerate(groups):
+            references = [
+                (self.detect(e.reference, "reference" if len(edits) == 1 else f"reference {edits.index(e) + 1}"), e)
+                for e in group
+            ]
+            history.append(self._edit_once(current, references, **options))
+            if step + 1 < len(groups):
+                current = self.detect(np.asarray(history[-1].image), f"edit step {step + 1} output")
         final = history[-1]
         if len(history) > 1:
             merged = np.maximum.reduce([h.mask for h in history])
             final = dataclasses.replace(final, mask=merged, steps=history)
         return final
 
-    def _edit_once(self, target: Face, reference: Face, regions: Sequence[str], **options: Any) -> FaceXOutput:
-        spec = edit_row(tuple(regions))
+    def _edit_once(self, target: Face, references: Sequence[tuple[Face, Edit]], **options: Any) -> FaceXOutput:
         # the model's edit row is built on its "source" side: the user's target is what gets edited
-        batch = self._batch({"source": self.face_inputs(target), "reference": self.face_inputs(reference)})
-        return self._sample("edit", spec, batch, target, paste=None, **options)
+        sides = {"source": self.face_inputs(target)}
+        regions_by_side: dict[str, tuple[str, ...]] = {}
+        for k, (face, e) in enumerate(references):
+            side = "reference" if k == 0 else f"reference{k}"
+            sides[side] = self.face_inputs(face)
+            regions_by_side[side] = tuple(e.regions)
+        return self._sample("edit", mixture_row(regions_by_side), self._batch(sides), target, paste=None, **options)
 
     def inpaint(self, target: Face, mask: np.ndarray, **options: Any) -> FaceXOutput:
         """Regenerate the masked part of the target's face (mask: (H, W) {0, 1} in frame pixels)."""
@@ -498,7 +496,7 @@ class FaceXPipeline:
         fusion_mask: torch.Tensor | None = None,
     ) -> FaceXOutput:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        images = {s: batch[f"{s}_image"] for s in ("source", "target", "reference") if f"{s}_image" in batch}
+        images = {k.removesuffix("_image"): v for k, v in batch.items() if k.endswith("_image")}
         parsings = {s: batch[f"{s}_parsing"] for s in images}
         i_r, hole = self.model.region_assembler(images, parsings, spec, extra_hole)
         fusion = None
@@ -585,6 +583,17 @@ def resolve_model(model: str | Path) -> Path:
             "(e.g. data/models/swap after `dvc repro`) or a registry URI models:/<name>@<alias>"
         )
     return folder
+
+
+def mixture_row(regions_by_side: dict[str, tuple[str, ...]], dilate: float = 0.03) -> TaskSpec:
+    """Mixture editing: the edit row with each region taken from its own reference side (any side name works:
+    encode_conditions reads `<side>_*` from the batch); the hole is the union of all edited regions over every side.
+    """
+    chosen = tuple(dict.fromkeys(r for names in regions_by_side.values() for r in names))
+    regions = dict.fromkeys(ALL_REGIONS, "source")
+    for side, names in regions_by_side.items():
+        regions.update(dict.fromkeys(names, side))
+    return dataclasses.replace(edit_row(chosen, dilate), regions=regions, hole_sides=("source", *regions_by_side))
 
 
 def find_model_dir(root: Path) -> Path:
