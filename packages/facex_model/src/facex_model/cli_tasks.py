@@ -216,7 +216,7 @@ def register_task_commands(app: typer.Typer) -> None:
         regions: RegionsOpt = None,
         step: Annotated[
             list[str] | None,
-            typer.Option("--edit", help="REGIONS=IMAGE, repeatable: progressive editing, e.g. hair=a.jpg"),
+            typer.Option("--edit", help="REGIONS=IMAGE, repeatable: mixed in one pass (or in turn: --sequential)"),
         ] = None,
         sequential: Annotated[bool, typer.Option("--sequential", help="apply --edit steps one after another")] = False,
         model: ModelOpt = None,
