@@ -135,7 +135,7 @@ def test_killed_job_resumes_on_the_same_trajectory(uninterrupted, tiny_backbone,
     reference, ref_losses, ref_weights = uninterrupted
     job = dataclasses.replace(reference, out_dir=str(tmp_path / "model"), storage_path=str(tmp_path / "ray"))
     proc = _run_driver(job, tmp_path, "first")
-    _wait_for_checkpoint(job, 10, proc)
+    _wait_for_checkpoint(job, 15, proc)  # by then the step-10 checkpoint is registered with Ray Train
     os.killpg(proc.pid, signal.SIGKILL)  # the whole job: driver, local Ray, workers
     proc.wait(timeout=60)
     assert not (Path(job.out_dir) / "train_metrics.json").exists()
@@ -153,7 +153,7 @@ def test_a_killed_worker_is_retried_and_the_run_finishes(uninterrupted, tmp_path
     reference, ref_losses, ref_weights = uninterrupted
     job = dataclasses.replace(reference, out_dir=str(tmp_path / "model"), storage_path=str(tmp_path / "ray"))
     proc = _run_driver(job, tmp_path, "run")
-    _wait_for_checkpoint(job, 5, proc)
+    _wait_for_checkpoint(job, 10, proc)  # by then the step-5 checkpoint is registered with Ray Train
     driver = psutil.Process(proc.pid)
     workers = [p for p in driver.children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
     if not workers:  # Ray names worker processes after the actor class

@@ -113,9 +113,14 @@ _NOT_SHAPING = {"out_dir", "storage_path", "tracking_uri", "mlflow_run_id", "log
                 "num_to_keep"}  # fmt: skip
 
 
+# the modules that shape a training trajectory (inference, evaluation and CLI changes do not invalidate a run)
+_TRAJECTORY_MODULES = ("train", "data", "features", "model", "ford", "fors", "frc", "sd_adapter", "regions", "backbone")
+
+
 def _code_fingerprint() -> str:
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for name in _TRAJECTORY_MODULES:
+        path = Path(__file__).with_name(f"{name}.py")
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 
