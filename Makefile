@@ -17,7 +17,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer
+.PHONY: setup demo test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -73,3 +73,6 @@ bench-paper: setup
 
 bench-infer: setup
 	$(BIN)/python benchmarks/inference.py
+
+bench-train: setup
+	$(BIN)/python benchmarks/train.py

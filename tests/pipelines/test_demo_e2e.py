@@ -35,8 +35,9 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
 
     def demo() -> subprocess.CompletedProcess:
-        return subprocess.run(["make", "demo", f"VENV={venv}"], cwd=clone, env=env, capture_output=True,
-                              text=True, timeout=1800)
+        return subprocess.run(
+            ["make", "demo", f"VENV={venv}"], cwd=clone, env=env, capture_output=True, text=True, timeout=1800
+        )
 
     first = demo()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -57,6 +58,32 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
 
     keys = [s["__key__"] for s in wds.WebDataset([str(t) for t in tars], shardshuffle=False)]
     assert len(keys) == sum(c["frames"] for c in ledger["clips"]) > 0
+
+    # train_generalist -> finetune@reenact, finetune@swap: model folders with their training record
+    models = clone / params["evaluate"]["models_dir"]
+    trained = {"generalist": params["train"]["generalist_steps"], **params["train"]["specialist_steps"]}
+    for name, steps in trained.items():
+        assert {"config.json", "facex_trainable.safetensors"} <= {p.name for p in (models / name).iterdir()}
+        record = json.loads((models / name / "train_metrics.json").read_text())
+        assert record["steps"] == steps == len(record["losses"])
+    assert json.loads((models / "swap" / "config.json").read_text())["task"] == "swap"
+
+    # evaluate -> register: every model has a headline, a registered version and a champion
+    metrics = json.loads((clone / params["evaluate"]["out_dir"] / "metrics.json").read_text())
+    assert set(metrics) == {"generalist", "reenact", "swap"}
+    registry = json.loads((clone / "data" / "registry.json").read_text())["models"]
+    for name in ("generalist", "reenact", "swap"):
+        assert registry[name]["headline"]["value"] == pytest.approx(metrics[name]["headline"]["value"])
+        assert registry[name]["champion_version"] == registry[name]["version"] == "1"
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    assert client.get_model_version_by_alias("facex-swap", "champion").version == "1"
+
+    # examples: one grid per model and task
+    index = json.loads((clone / "data" / "examples" / "index.json").read_text())
+    assert {g["model"] for g in index["grids"].values()} == {"generalist", "reenact", "swap"}
+    assert all((clone / "data" / "examples" / name).is_file() for name in index["grids"])
 
     second = demo()
     assert second.returncode == 0, second.stderr[-3000:]

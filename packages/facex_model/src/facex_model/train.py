@@ -171,6 +171,7 @@ def save_checkpoint(
     position: DataPosition,
     generator: torch.Generator,
     resumes: list[int] | None = None,
+    timings: list[list[float]] | None = None,
 ) -> None:
     """Write this worker's part of a checkpoint (rank 0: the shared state; every rank: its RNG + data position)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,6 +186,7 @@ def save_checkpoint(
             "step": step,
             "losses": losses,
             "resumes": resumes or [],  # the steps this run was resumed at (killed job, retried worker)
+            "timings": timings or [],  # rank 0, this attempt: [step seconds, data-loading seconds] per step
             "param_groups": groups,
             "lr_scheduler": lr_scheduler.state_dict(),
             "ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"} if ema is not None else None,
@@ -303,7 +305,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ema = _make_ema(params, job.ema_decay)
     generator = torch.Generator().manual_seed(job.seed * 1009 + rank)
 
-    step, losses, position, resumes = 0, [], DataPosition(), []
+    step, losses, position, resumes, timings = 0, [], DataPosition(), [], []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -353,6 +355,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         mean_loss = _mean_over_workers(total, world)
         losses.append(mean_loss)
         seconds = time.perf_counter() - started
+        timings.append([seconds, data_seconds])
         metrics = {
             "loss": mean_loss,
             "grad_norm": float(grad_norm),
@@ -378,6 +381,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 save_checkpoint(
                     Path(tmp), rank=rank, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema,
                     step=step, losses=losses, position=position, generator=generator, resumes=resumes,
+                    timings=timings,
                 )  # fmt: skip
                 ray.train.report(
                     metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -535,6 +539,7 @@ def fit(job: TrainJob) -> dict[str, Any]:
         "steps": state["step"],
         "losses": state["losses"],
         "resumed_at": state.get("resumes", []),
+        "timings": state.get("timings", []),
         "heldout_loss": metrics.get("heldout_loss"),
         "run_name": run_name,
     }
