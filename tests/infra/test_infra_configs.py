@@ -102,3 +102,18 @@ def test_mlflow_compose_binds_localhost_pins_the_locked_mlflow_and_uses_postgres
     assert f"mlflow:v{locked('mlflow')}" in dockerfile
     assert f"psycopg2-binary=={locked('psycopg2-binary')}" in dockerfile
     assert services["mlflow"]["image"].endswith(f":{locked('mlflow')}")
+
+
+def test_image_installs_insightface_like_make_setup_and_mounts_the_real_profiles_models_dir():
+    steps = dockerfile_stages((INFRA / "docker" / "Dockerfile").read_text())["facex"]
+    runs = [s for s in steps if s.upper().startswith("RUN")]
+    lock_at = next(i for i, s in enumerate(runs) if "requirements.lock" in s)
+    pin = re.search(r"^INSIGHTFACE := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert any(f"--no-deps {pin}" in s for s in runs[lock_at + 1 :]), f"the image does not install {pin} after the lock"
+    env = " ".join(s for s in steps if s.upper().startswith("ENV "))
+    models_dir = re.search(r"FACEX_MODELS_DIR=(\S+)", env).group(1)
+    real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
+    assert str(real.models.dir) == str(real.extract.models_dir) == models_dir
+    assert any(s.upper().startswith("VOLUME") and models_dir in s for s in steps)
+    cluster = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    assert any(opt.split()[-1].split(":")[1] == models_dir for opt in cluster["docker"]["run_options"] if "-v" in opt)
