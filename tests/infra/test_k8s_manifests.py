@@ -1,0 +1,235 @@
+"""infra/k8s/: the rendered manifests validate against the schemas in tests/infra/schemas/ and agree with the repo.
+
+Core objects are checked against Kubernetes' JSON schemas (v1.37.0, strict: unknown fields rejected),
+RayCluster/RayJob against KubeRay v1.7.0's CRD OpenAPI schemas with unknown fields rejected as
+`kubectl apply` (strict field validation) does. Sources and licenses: tests/infra/schemas/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from referencing import Registry, Resource
+
+from infra.k8s.render import ORDER, RenderError, load_values, render
+from pipelines.config import load_params
+from tests.infra.test_infra_configs import dockerfile_stages, dockerfile_variants, locked, package_version
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "infra" / "k8s"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+K8S_SCHEMAS = SCHEMAS / "kubernetes-v1.37.0"
+CRDS = SCHEMAS / "kuberay-v1.7.0"
+CORE_SCHEMA = {
+    ("v1", "Namespace"): "namespace-v1.json",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaim-v1.json",
+    ("v1", "Service"): "service-v1.json",
+    ("v1", "Secret"): "secret-v1.json",
+    ("v1", "ConfigMap"): "configmap-v1.json",
+    ("apps/v1", "Deployment"): "deployment-apps-v1.json",
+}
+CRD_FILE = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+
+
+def strict(schema: object) -> object:
+    """A CRD schema that rejects unknown fields (apiserver strict field validation), except where it preserves them."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    preserves = out.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and not preserves:
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def core_registry() -> Registry:
+    definitions = json.loads((K8S_SCHEMAS / "_definitions.json").read_text())
+    return Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
+
+
+@cache
+def crd_schema(kind: str, version: str) -> dict:
+    crd = yaml.load((CRDS / CRD_FILE[kind]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    found = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    assert found, f"KubeRay v1.7.0 does not serve {kind} {version}"
+    return strict(found[0]["schema"]["openAPIV3Schema"])
+
+
+def validate(obj: dict) -> None:
+    group_version, kind = obj["apiVersion"], obj["kind"]
+    if (group_version, kind) in CORE_SCHEMA:
+        schema = json.loads((K8S_SCHEMAS / CORE_SCHEMA[group_version, kind]).read_text())
+        jsonschema.Draft202012Validator(schema, registry=core_registry()).validate(obj)
+    elif group_version.startswith("ray.io/") and kind in CRD_FILE:
+        jsonschema.Draft7Validator(crd_schema(kind, group_version.split("/")[1])).validate(obj)
+    else:
+        pytest.fail(f"{group_version} {kind}: no shipped schema to validate it against")
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict]:
+    return render()
+
+
+def of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_every_manifest_is_rendered_and_every_object_validates_against_its_schema(objects):
+    assert sorted(ORDER) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "values.yaml")
+    kinds = {o["kind"] for o in objects}
+    assert {"Namespace", "PersistentVolumeClaim", "Deployment", "Service", "RayCluster", "RayJob"} <= kinds
+    for obj in objects:
+        validate(obj)
+
+
+@pytest.mark.parametrize(
+    "break_it, field",
+    [
+        (lambda o: o["spec"]["workerGroupSpecs"][0].update(maxReplica=3), "maxReplica"),
+        (lambda o: o["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(imagePullPolicy=7), "7"),
+        (lambda o: o["spec"]["workerGroupSpecs"][1].pop("groupName"), "groupName"),
+    ],
+)
+def test_the_crd_schema_catches_a_broken_raycluster(objects, break_it, field):
+    cluster = json.loads(json.dumps(of_kind(objects, "RayCluster")[0]))
+    break_it(cluster)
+    with pytest.raises(jsonschema.ValidationError, match=field):
+        validate(cluster)
+
+
+def test_the_core_schema_catches_a_broken_deployment(objects):
+    deployment = json.loads(json.dumps(of_kind(objects, "Deployment")[0]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["port"] = 5000
+    with pytest.raises(jsonschema.ValidationError, match="port"):
+        validate(deployment)
+
+
+def test_a_missing_value_or_unknown_override_is_an_error_naming_the_key(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text("namespace: facex\n")
+    with pytest.raises(RenderError, match=r"storage.yaml: \$\{shared_storage_class\} has no value"):
+        render(["storage.yaml"], load_values(values))
+    with pytest.raises(RenderError, match="gpu_worker_max: not a key"):
+        load_values(K8S / "values.yaml", ["gpu_worker_max=3"])
+
+
+def test_autoscaling_bounds_come_from_the_values_file(objects):
+    values = load_values(K8S / "values.yaml", ["gpu_workers_min=1", "gpu_workers_max=6"])
+    rendered = of_kind(render(["raycluster.yaml"], values), "RayCluster")[0]
+    groups = {g["groupName"]: g for g in rendered["spec"]["workerGroupSpecs"]}
+    assert (groups["gpu"]["minReplicas"], groups["gpu"]["maxReplicas"]) == (1, 6)
+    cluster = of_kind(objects, "RayCluster")[0]
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def containers(template: dict) -> list[dict]:
+    return template["spec"]["containers"]
+
+
+def test_images_are_the_dockerfiles_build_and_ray_matches_its_base(objects):
+    cluster = of_kind(objects, "RayCluster")[0]["spec"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    for template in templates:
+        ray_container = containers(template)[0]  # KubeRay runs Ray in the first container
+        name, tag = ray_container["image"].rsplit("/", 1)[-1].split(":")
+        version, variant = tag.rsplit("-", 1)
+        assert (name, version) == ("facex", package_version()) and variant in dockerfile_variants()
+    dockerfile = (REPO / "infra" / "docker" / "Dockerfile").read_text()
+    assert cluster["rayVersion"] == re.search(r"^ARG RAY_VERSION=(\S+)$", dockerfile, re.M).group(1)
+    mlflow = containers(of_kind(objects, "Deployment")[0]["spec"]["template"])[0]
+    assert mlflow["image"] == f"facex-mlflow:{locked('mlflow')}"
+    assert f"-t {mlflow['image']} " in (REPO / "infra" / "mlflow" / "Dockerfile").read_text()
+
+
+def test_gpu_requests_fit_the_gpu_group_and_the_real_profile_fits_the_cluster(objects):
+    groups = {g["groupName"]: g for g in of_kind(objects, "RayCluster")[0]["spec"]["workerGroupSpecs"]}
+    ray_container = containers(groups["gpu"]["template"])[0]
+    gpus = int(ray_container["resources"]["limits"]["nvidia.com/gpu"])
+    assert int(ray_container["resources"]["requests"]["nvidia.com/gpu"]) == gpus >= 1
+    assert "nvidia.com/gpu" not in containers(groups["cpu-decode"]["template"])[0]["resources"]["limits"]
+    real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
+    capacity = gpus * groups["gpu"]["maxReplicas"]
+    assert real.extract.actor_num_gpus <= gpus, "an extractor actor asks for more GPUs than a GPU node has"
+    assert real.extract.num_actors * real.extract.actor_num_gpus <= capacity, "extract actors cannot all be placed"
+    if real.compute.use_gpu:
+        assert real.compute.num_workers <= capacity, "Ray Train workers exceed the GPU group's maximum size"
+    cpu_group = containers(groups["cpu-decode"]["template"])[0]["resources"]["limits"]["cpu"]
+    decode_cpus = real.extract.num_decoders * real.extract.decode_num_cpus
+    assert decode_cpus <= float(cpu_group) * groups["cpu-decode"]["maxReplicas"]
+
+
+def test_rayjobs_run_existing_entry_points_with_the_real_params_on_the_cluster(objects):
+    workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "infra" / "docker" / "Dockerfile").read_text(), re.M).group(1)
+    cluster = of_kind(objects, "RayCluster")[0]
+    jobs = {j["metadata"]["name"]: j for j in of_kind(objects, "RayJob")}
+    real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
+    stages = {"extract", "train-generalist", "register", *(f"finetune-{t}" for t in real.train.specialist_steps)}
+    assert {n.removeprefix("facex-") for n in jobs} == stages
+    for job in jobs.values():
+        spec = job["spec"]
+        assert spec["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+        assert not spec.get("shutdownAfterJobFinishes", False)  # the cluster is shared by every job
+        argv = shlex.split(spec["entrypoint"])
+        assert argv[0] == "python"
+        script = Path(argv[1])
+        assert script.is_relative_to(workdir) and (REPO / script.relative_to(workdir)).is_file(), argv[1]
+        params = Path(argv[argv.index("--params") + 1])
+        assert (REPO / params.relative_to(workdir)) == REPO / "params" / "celebvhq-sd15.yaml"
+        if script.name == "train.py":
+            assert argv[2] == "generalist" or argv[2] in real.train.specialist_steps
+    copied = " ".join(s for s in dockerfile_stages((REPO / "infra/docker/Dockerfile").read_text())["facex"])
+    assert "COPY --chown=ray:users pipelines ./pipelines" in copied and "params ./params" in copied
+
+
+def test_shared_storage_holds_shards_models_checkpoints_and_the_params_models_dir(objects):
+    workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "infra" / "docker" / "Dockerfile").read_text(), re.M).group(1)
+    claim = of_kind(objects, "PersistentVolumeClaim")[0]
+    name = claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every Ray pod mounts it
+    real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
+    in_image = {  # where the real profile's paths land when the params file sits in the image's WORKDIR
+        Path(workdir) / Path(real.extract.out_dir).relative_to(REPO),
+        Path(workdir) / Path(real.evaluate.models_dir).relative_to(REPO),
+        Path(workdir) / ".work" / "ray_train",  # pipelines/train.py TRAIN_STORAGE
+        real.extract.input_dir,
+        real.models.dir,
+    }
+    cluster = of_kind(objects, "RayCluster")[0]["spec"]
+    for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
+        spec = template["spec"]
+        claims = {v["name"] for v in spec["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == name}
+        mounts = [Path(m["mountPath"]) for m in containers(template)[0]["volumeMounts"] if m["name"] in claims]
+        for path in in_image:
+            assert any(Path(path).is_relative_to(m) for m in mounts), f"{path} is not on the shared volume"
+
+
+def test_every_ray_pod_reaches_the_tracking_uri_of_the_real_params(objects):
+    real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
+    host, port = re.match(r"http://([^:/]+):(\d+)", real.tracking.uri).groups()
+    service = of_kind(objects, "Service")[0]
+    namespace = service["metadata"]["namespace"]
+    service_port = service["spec"]["ports"][0]["port"]
+    cluster = of_kind(objects, "RayCluster")[0]["spec"]
+    for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
+        ambassador = next(c for c in containers(template) if c["name"] == "mlflow-ambassador")
+        listen, target = ambassador["args"]
+        assert f"TCP-LISTEN:{port}," in listen and f"bind={host}" in listen
+        assert target == f"TCP:{service['metadata']['name']}.{namespace}.svc.cluster.local:{service_port}"
+    deployment = of_kind(objects, "Deployment")[0]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["type"] == "ClusterIP"  # reached through port-forward or an authenticating ingress
+    args = containers(deployment["spec"]["template"])[0]["args"]
+    assert args[args.index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)" and "--serve-artifacts" in args
