@@ -7,6 +7,7 @@ CI does); the test starts its own cluster on 127.0.0.1 and a free port, and remo
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -41,8 +42,9 @@ def as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@pytest.fixture
-def postgres():
+@pytest.fixture(scope="module")
+def pg_cluster():
+    """One PostgreSQL cluster for the module (initdb + start take seconds); each test gets its own database."""
     bindir = Path(PG_BIN[-1])
     root = Path(tempfile.mkdtemp(prefix="facex-pg-", dir="/tmp"))
     data, sock = root / "data", root / "sock"
@@ -58,13 +60,24 @@ def postgres():
     subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), "-o", opts,
                                 "-w", "start"]), check=True, capture_output=True)
     try:
-        subprocess.run(as_postgres([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                    "mlflow"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+        yield bindir, port
     finally:
         subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(pg_cluster: tuple[Path, int], name: str) -> str:
+    """A fresh, empty database in the module's cluster, as a SQLAlchemy URI for `mlflow server`."""
+    bindir, port = pg_cluster
+    subprocess.run(as_postgres([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                name]), check=True, capture_output=True)
+    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
+
+
+@pytest.fixture
+def postgres(pg_cluster, request):
+    return new_database(pg_cluster, request.node.name.lower().replace("-", "_")[:60])
 
 
 class MlflowServer:
@@ -134,3 +147,85 @@ def test_registry_on_postgres_survives_a_server_restart(postgres, tmp_path, monk
         assert out["x"].tolist() == [2.0, 5.0]
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def registered(pg_cluster, tmp_path_factory):
+    """The register stage run once against `mlflow server` on PostgreSQL, then the server stopped and started again."""
+    import torch
+    import yaml
+
+    from facex_model.backbone import build_tiny_backbone
+    from facex_model.model import FaceXConfig, FaceXModel
+    from pipelines.register import main
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("register-pg")
+    backbone = build_tiny_backbone(root / "backbone", seed=0)
+    for name in ("generalist", "swap"):
+        torch.manual_seed(0)
+        FaceXModel(FaceXConfig.tiny(backbone)).save_pretrained(root / "models" / name)
+        (root / "models" / name / "train_metrics.json").write_text(json.dumps({"heldout_loss": 0.5}))
+    server = MlflowServer(new_database(pg_cluster, "register_stage"), root / "artifacts")
+    server.start()
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "tracking": {"uri": server.uri, "experiment": "facex-register-pg", "model_prefix": "facex"},
+        "evaluate": {"models_dir": str(root / "models"), "out_dir": str(root / "no-metrics")},
+        "train": {"specialist_steps": {"swap": 1}},
+    }))  # fmt: skip
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", server.uri)
+            assert main(["--params", str(params), "--out", str(root / "registry-1.json")]) == 0
+            server.stop()
+            server.start()
+            mlflow.set_tracking_uri(server.uri)
+            mlflow.set_registry_uri(server.uri)
+            yield root, params, server
+    finally:
+        server.stop()
+
+
+def test_register_stage_versions_and_champion_survive_a_restart_and_load_by_alias(registered):
+    from facex_model.pyfunc import FaceXPyfunc
+    from pipelines.register import main
+
+    root, params, server = registered
+    summary = json.loads((root / "registry-1.json").read_text())["models"]
+    client = mlflow.MlflowClient(server.uri)
+    for name in ("generalist", "swap"):
+        assert summary[name]["version"] == "1" and summary[name]["champion_moved"]
+        champion = client.get_model_version_by_alias(f"facex-{name}", "champion")
+        assert champion.version == "1"
+        assert champion.tags["headline.name"] == "heldout_loss" and champion.tags["headline.value"] == "0.5"
+        run = client.get_run(champion.tags["run_id"])
+        assert run.data.metrics == {"headline.heldout_loss": 0.5} and run.data.tags["facex.model"] == name
+
+    model = mlflow.pyfunc.load_model("models:/facex-swap@champion")
+    assert isinstance(model.unwrap_python_model(), FaceXPyfunc)
+    assert model.unwrap_python_model().pipeline.model.config.backbone_path == str(root / "backbone")
+
+    # the champion's headline tags are read back from PostgreSQL: the decision compares against them
+    assert main(["--params", str(params), "--models", "swap", "--out", str(root / "registry-2.json")]) == 0
+    second = json.loads((root / "registry-2.json").read_text())["models"]["swap"]
+    assert second["version"] == "2" and "0.5 <= champion's 0.5" in second["reason"]
+    assert sorted(v.version for v in client.search_model_versions("name='facex-swap'")) == ["1", "2"]
+    assert client.get_model_version_by_alias("facex-swap", "champion").version == "2"
+
+
+@pytest.mark.real
+def test_champion_loaded_from_the_postgres_registry_swaps_two_real_faces(registered, real_data, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from facex_model.pyfunc import decode_png
+
+    faces = {}
+    for role, file in (("source", "portrait_02.jpg"), ("target", "portrait_05.jpg")):
+        faces[role] = tmp_path / f"{role}.png"
+        Image.open(real_data / "images" / file).convert("RGB").resize((256, 240)).save(faces[role])
+    model = mlflow.pyfunc.load_model("models:/facex-swap@champion")
+    out = model.predict({"task": "swap", "source": str(faces["source"]), "target": str(faces["target"]), "steps": 1})
+    image = decode_png(out["image"][0])
+    assert image.size == (256, 240) and np.asarray(image).std() > 0
