@@ -20,8 +20,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 # namespace and storage before what uses them; the jobs last, once the cluster and MLflow are there
-ORDER = ("namespace.yaml", "storage.yaml", "mlflow.yaml", "raycluster.yaml", "rayjob-extract.yaml",
-         "rayjob-train-generalist.yaml", "rayjob-finetune.yaml", "rayjob-register.yaml")  # fmt: skip
+ORDER = ("namespace.yaml", "storage.yaml", "load-shared.yaml", "mlflow.yaml", "raycluster.yaml",
+         "rayjob-extract.yaml", "rayjob-train-generalist.yaml", "rayjob-finetune.yaml", "rayjob-evaluate.yaml",
+         "rayjob-register.yaml")  # fmt: skip
 
 
 class RenderError(ValueError):

@@ -34,6 +34,7 @@ CORE_SCHEMA = {
     ("v1", "Secret"): "secret-v1.json",
     ("v1", "ConfigMap"): "configmap-v1.json",
     ("apps/v1", "Deployment"): "deployment-apps-v1.json",
+    ("batch/v1", "Job"): "job-batch-v1.json",
 }
 CRD_FILE = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 
@@ -88,7 +89,7 @@ def of_kind(objects: list[dict], kind: str) -> list[dict]:
 def test_every_manifest_is_rendered_and_every_object_validates_against_its_schema(objects):
     assert sorted(ORDER) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "values.yaml")
     kinds = {o["kind"] for o in objects}
-    assert {"Namespace", "PersistentVolumeClaim", "Deployment", "Service", "RayCluster", "RayJob"} <= kinds
+    assert {"Namespace", "PersistentVolumeClaim", "Job", "Deployment", "Service", "RayCluster", "RayJob"} <= kinds
     for obj in objects:
         validate(obj)
 
@@ -174,9 +175,12 @@ def test_gpu_requests_fit_the_gpu_group_and_the_real_profile_fits_the_cluster(ob
 def test_rayjobs_run_existing_entry_points_with_the_real_params_on_the_cluster(objects):
     workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "infra" / "docker" / "Dockerfile").read_text(), re.M).group(1)
     cluster = of_kind(objects, "RayCluster")[0]
+    gpu_group = next(g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu")
+    gpus_per_node = int(containers(gpu_group["template"])[0]["resources"]["limits"]["nvidia.com/gpu"])
     jobs = {j["metadata"]["name"]: j for j in of_kind(objects, "RayJob")}
     real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
-    stages = {"extract", "train-generalist", "register", *(f"finetune-{t}" for t in real.train.specialist_steps)}
+    finetunes = {f"finetune-{task}" for task in real.train.specialist_steps}
+    stages = {"extract", "train-generalist", "evaluate", "register", *finetunes}
     assert {n.removeprefix("facex-") for n in jobs} == stages
     for job in jobs.values():
         spec = job["spec"]
@@ -190,6 +194,7 @@ def test_rayjobs_run_existing_entry_points_with_the_real_params_on_the_cluster(o
         assert (REPO / params.relative_to(workdir)) == REPO / "params" / "celebvhq-sd15.yaml"
         if script.name == "train.py":
             assert argv[2] == "generalist" or argv[2] in real.train.specialist_steps
+        assert spec.get("entrypointNumGpus", 0) <= gpus_per_node, "the job's driver cannot be placed on a GPU node"
     copied = " ".join(s for s in dockerfile_stages((REPO / "infra/docker/Dockerfile").read_text())["facex"])
     assert "COPY --chown=ray:users pipelines ./pipelines" in copied and "params ./params" in copied
 
@@ -204,16 +209,29 @@ def test_shared_storage_holds_shards_models_checkpoints_and_the_params_models_di
         Path(workdir) / Path(real.extract.out_dir).relative_to(REPO),
         Path(workdir) / Path(real.evaluate.models_dir).relative_to(REPO),
         Path(workdir) / ".work" / "ray_train",  # pipelines/train.py TRAIN_STORAGE
+        Path(workdir) / Path(real.evaluate.out_dir).relative_to(REPO),
         real.extract.input_dir,
         real.models.dir,
     }
     cluster = of_kind(objects, "RayCluster")[0]["spec"]
+    sub_paths = set()
     for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
         spec = template["spec"]
         claims = {v["name"] for v in spec["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == name}
         mounts = [Path(m["mountPath"]) for m in containers(template)[0]["volumeMounts"] if m["name"] in claims]
         for path in in_image:
             assert any(Path(path).is_relative_to(m) for m in mounts), f"{path} is not on the shared volume"
+        sub_paths |= {m["subPath"] for m in containers(template)[0]["volumeMounts"] if m["name"] in claims}
+    loader = of_kind(objects, "Job")[0]["spec"]["template"]["spec"]
+    assert loader["volumes"][0]["persistentVolumeClaim"]["claimName"] == name
+    root = loader["containers"][0]["volumeMounts"][0]["mountPath"]
+    script = " ".join(loader["containers"][0]["args"])
+    for sub in sub_paths:  # the loader fills or creates (owned by the image's uid) every folder the pods mount
+        assert f"{root}/{sub}" in script, f"load-shared.yaml neither fills nor creates {sub}/"
+    writable = {m["subPath"] for m in containers(cluster["headGroupSpec"]["template"])[0]["volumeMounts"]
+                if m["name"] == "shared" and not m.get("readOnly")}  # fmt: skip
+    for sub in writable:
+        assert f"{root}/{sub}" in script.split("chown", 1)[1], f"load-shared.yaml leaves {sub}/ unwritable for uid 1000"
 
 
 def test_every_ray_pod_reaches_the_tracking_uri_of_the_real_params(objects):
