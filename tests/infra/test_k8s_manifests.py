@@ -251,3 +251,17 @@ def test_every_ray_pod_reaches_the_tracking_uri_of_the_real_params(objects):
     assert service["spec"]["type"] == "ClusterIP"  # reached through port-forward or an authenticating ingress
     args = containers(deployment["spec"]["template"])[0]["args"]
     assert args[args.index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)" and "--serve-artifacts" in args
+
+
+def test_readme_recipe_names_real_manifests_the_schemas_operator_version_and_the_built_tags():
+    readme = (REPO / "infra" / "README.md").read_text()
+    named = set(re.findall(r"render\.py ((?:[\w-]+\.yaml ?)+)", readme))
+    files = {f for group in named for f in group.split()} | set(re.findall(r"run ([\w-]+\.yaml)", readme))
+    assert files and files <= set(ORDER), f"README names manifests that do not exist: {files - set(ORDER)}"
+    operator = re.search(r"helm install kuberay-operator \S+ --version (\S+)", readme).group(1)
+    assert CRDS.name == f"kuberay-v{operator}", "the operator the README installs is not the one whose CRDs we test"
+    values = load_values()
+    for variant in dockerfile_variants():
+        tag = f"{values['version']}-{variant}"
+        assert f"--build-arg VARIANT={variant} -t $REGISTRY/{values['image']}:{tag} ." in readme
+    assert f"-t $REGISTRY/{values['mlflow_image']} infra/mlflow" in readme
