@@ -265,3 +265,19 @@ def test_readme_recipe_names_real_manifests_the_schemas_operator_version_and_the
         tag = f"{values['version']}-{variant}"
         assert f"--build-arg VARIANT={variant} -t $REGISTRY/{values['image']}:{tag} ." in readme
     assert f"-t $REGISTRY/{values['mlflow_image']} infra/mlflow" in readme
+
+
+def test_the_operators_own_checks_beyond_the_schema_pass(objects):
+    """What KubeRay v1.7.0 rejects in code (controllers/ray/utils/validation.go), past the CRD schema."""
+    dns1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    cluster = of_kind(objects, "RayCluster")[0]
+    assert dns1035.match(cluster["metadata"]["name"]) and len(cluster["metadata"]["name"]) <= 53
+    for group in cluster["spec"]["workerGroupSpecs"]:
+        assert 0 <= group["minReplicas"] <= group["maxReplicas"], group["groupName"]
+        assert containers(group["template"])
+    for job in of_kind(objects, "RayJob"):
+        spec = job["spec"]
+        assert dns1035.match(job["metadata"]["name"]) and len(job["metadata"]["name"]) <= 53 - 6
+        assert spec["clusterSelector"].get("ray.io/cluster"), "cluster name in ClusterSelector should not be empty"
+        assert spec.get("submissionMode") != "SidecarMode", "ClusterSelector is not supported in SidecarMode"
+        assert not spec.get("suspend") and not spec.get("backoffLimit"), "incompatible with ClusterSelector mode"
