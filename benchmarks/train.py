@@ -26,7 +26,7 @@ from facex_model.train import TrainJob, fit
 
 def shards_for(path: Path | None, tmp: Path) -> Path:
     if path is not None:
-        return path
+        return path.resolve()  # Ray Train workers run in their own working directory
     from facex_data.manifest import SamplingPolicy
     from facex_data.pipeline import ExtractConfig, run_extraction
     from facex_data.sample import SampleSetConfig, make_sample_set
@@ -55,12 +55,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--prefetch", action="store_true", help="decode in a DataLoader worker process")
     parser.add_argument("--shards", type=Path, help="a shard folder (default: a fresh small sample is extracted)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         shards = shards_for(args.shards, tmp)
+        clips = len(features.written_clips(shards))
         backbone = build_tiny_backbone(tmp / "backbone", seed=0)
         tiny = FaceXConfig.tiny(backbone).to_json()
         base = TrainJob(
@@ -68,7 +70,7 @@ def main() -> None:
             storage_path=str(tmp / "ray"), backbone_path=str(backbone),
             model_overrides={k: v for k, v in tiny.items() if k not in ("backbone_path", "clip_path")},
             steps=args.steps, resolution=args.resolution, checkpoint_every=args.steps, heldout_batches=0,
-            learning_rate=1e-4,
+            learning_rate=1e-4, prefetch=args.prefetch,
         )  # fmt: skip
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
@@ -82,7 +84,7 @@ def main() -> None:
             ray.shutdown()
 
     print(f"\ntiny backbone, {args.resolution} px, micro-batch {args.micro_batch} per worker, {args.steps} steps "
-          f"(median after {args.warmup} warm-up steps), clips: {len(features.written_clips(shards))}")  # fmt: skip
+          f"(median after {args.warmup} warm-up steps), prefetch {args.prefetch}, clips: {clips}")  # fmt: skip
     print(f"{'workers':>8} {'samples/s':>10} {'step s':>8} {'data share':>11}")
     for workers, r in results.items():
         print(f"{workers:>8} {r['samples_per_s']:>10.2f} {r['step_s']:>8.3f} {r['data_share']:>10.1%}")

@@ -72,6 +72,7 @@ class TrainParams:
     checkpoint_every: int = 10
     image_every: int = 0  # MLflow sample grids every N steps (0 = at the end only)
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
+    prefetch: bool = True  # decode pairs in a DataLoader process ahead of the step (off on a CPU-only box)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
         min_gap=train.min_gap,
         max_gap=train.max_gap,
         pairs_per_clip=train.pairs_per_clip,
+        prefetch=train.prefetch,
         holdout=holdout,
         checkpoint_every=train.checkpoint_every,
         image_every=train.image_every,

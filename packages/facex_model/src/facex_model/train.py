@@ -77,6 +77,7 @@ class TrainJob:
     min_gap: int = 1
     max_gap: int = 0
     pairs_per_clip: int = 4
+    prefetch: bool = True  # read + decode pairs in a DataLoader worker process, ahead of the step
     holdout: list[str] = field(default_factory=list)
     checkpoint_every: int = 10
     num_to_keep: int = 2
@@ -110,7 +111,7 @@ class TrainJob:
 
 
 _NOT_SHAPING = {"out_dir", "storage_path", "tracking_uri", "mlflow_run_id", "log_every", "image_every", "max_failures",
-                "num_to_keep"}  # fmt: skip
+                "num_to_keep", "prefetch"}  # fmt: skip
 
 
 # the modules that shape a training trajectory (inference, evaluation and CLI changes do not invalidate a run)
@@ -325,7 +326,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         resolution=job.resolution, min_gap=job.min_gap, max_gap=job.max_gap, pairs_per_clip=job.pairs_per_clip,
         seed=job.seed,
     )  # fmt: skip
-    loader = pair_loader(job.shards, pairs, job.micro_batch, set(job.holdout), rank, world, position)
+    loader = pair_loader(job.shards, pairs, job.micro_batch, set(job.holdout), rank, world, position, job.prefetch)
     batches = iter(loader)
     tracker = _Tracker(job) if rank == 0 else None
     autocast = _autocast(device, job.mixed_precision)
