@@ -18,7 +18,7 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-from infra.k8s.render import ORDER, RenderError, load_values, render
+from infra.k8s.render import ORDER, RenderError, load_values, main, render
 from pipelines.config import load_params
 from tests.infra.test_infra_configs import dockerfile_stages, dockerfile_variants, locked, package_version
 
@@ -123,6 +123,15 @@ def test_a_missing_value_or_unknown_override_is_an_error_naming_the_key(tmp_path
         render(["storage.yaml"], load_values(values))
     with pytest.raises(RenderError, match="gpu_worker_max: not a key"):
         load_values(K8S / "values.yaml", ["gpu_worker_max=3"])
+
+
+def test_the_command_line_prints_applyable_yaml_and_names_what_is_wrong(capsys):
+    assert main(["raycluster.yaml", "--set", "gpu_workers_max=3"]) == 0
+    (cluster,) = yaml.safe_load_all(capsys.readouterr().out)
+    validate(cluster)
+    assert {g["groupName"]: g["maxReplicas"] for g in cluster["spec"]["workerGroupSpecs"]}["gpu"] == 3
+    assert main(["raycluster.yml"]) == 2
+    assert "raycluster.yml: no such manifest" in capsys.readouterr().err
 
 
 def test_autoscaling_bounds_come_from_the_values_file(objects):
