@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
 
-TRAIN_STORAGE = REPO_ROOT / ".work" / "ray_train"
 TINY_BACKBONE = REPO_ROOT / "data" / "backbone" / "tiny-sd15"
 
 
@@ -60,9 +59,18 @@ def resolve_backbone(params: Params) -> tuple[Path, Path | None]:
     return backbone, clip
 
 
+def checkpoint_storage(params: Params) -> str:
+    """Ray Train's storage_path: `train.checkpoint_dir` (a local path, relative to the repo, or s3:// / gs://)."""
+    where = params.train.checkpoint_dir
+    if "://" in where or Path(where).is_absolute():
+        return where
+    return str(REPO_ROOT / where)
+
+
 def tracking_uri(params: Params) -> str:
-    """`tracking.uri` with a relative sqlite path made absolute against the repo."""
-    uri = params.tracking.uri
+    """$MLFLOW_TRACKING_URI if set (how a cluster points every job at its server), else `tracking.uri`;
+    a relative sqlite path is made absolute against the repo."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
         return prefix + str(REPO_ROOT / uri[len(prefix) :])
@@ -139,7 +147,7 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
         task=DEFAULT_TASK.get(stage, stage),
         shards=str(shards),
         out_dir=str(out_dir or models_out / stage),
-        storage_path=str(TRAIN_STORAGE),
+        storage_path=checkpoint_storage(params),
         backbone_path=str(backbone),
         clip_path=str(clip) if clip else None,
         init_from=init_from,
@@ -204,11 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     from facex_model.train import fit
 
     experiment = ensure_experiment(params)
-    resume_file = TRAIN_STORAGE / job.run_name() / "mlflow_run_id"
-    run_id = resume_file.read_text().strip() if resume_file.is_file() else None
+    # a resumed job continues its MLflow run (the id is kept beside the checkpoints when they are local)
+    local = "://" not in job.storage_path
+    resume_file = Path(job.storage_path) / job.run_name() / "mlflow_run_id"
+    run_id = resume_file.read_text().strip() if local and resume_file.is_file() else None
     with mlflow.start_run(run_id=run_id, experiment_id=experiment, run_name=args.stage) as run:
-        resume_file.parent.mkdir(parents=True, exist_ok=True)
-        resume_file.write_text(run.info.run_id)
+        if local:
+            resume_file.parent.mkdir(parents=True, exist_ok=True)
+            resume_file.write_text(run.info.run_id)
         if run_id is None:
             mlflow.log_params(run_params)
             mlflow.set_tags(

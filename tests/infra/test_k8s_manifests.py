@@ -217,7 +217,7 @@ def test_shared_storage_holds_shards_models_checkpoints_and_the_params_models_di
     in_image = {  # where the real profile's paths land when the params file sits in the image's WORKDIR
         Path(workdir) / Path(real.extract.out_dir).relative_to(REPO),
         Path(workdir) / Path(real.evaluate.models_dir).relative_to(REPO),
-        Path(workdir) / ".work" / "ray_train",  # pipelines/train.py TRAIN_STORAGE
+        Path(workdir) / real.train.checkpoint_dir,  # Ray Train storage (relative to the repo)
         Path(workdir) / Path(real.evaluate.out_dir).relative_to(REPO),
         real.extract.input_dir,
         real.models.dir,
