@@ -32,20 +32,21 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
 
-TINY_BACKBONE = REPO_ROOT / "data" / "backbone" / "tiny-sd15"
+TINY_BACKBONE = "tiny-sd15"  # models.backbone: tiny is built once into the models dir under this name
 
 
 def resolve_backbone(params: Params) -> tuple[Path, Path | None]:
     """(backbone folder, CLIP folder or None): the tiny stand-in (built once, deterministically) or the models dir's."""
     models = params.models
+    models_dir = Path(os.environ.get("FACEX_MODELS_DIR", models.dir))
     if models.backbone == "tiny":
         from facex_model.backbone import build_tiny_backbone
 
-        if not (TINY_BACKBONE / "model_index.json").is_file() and not (TINY_BACKBONE / "unet").is_dir():
-            build_tiny_backbone(TINY_BACKBONE, seed=0)
-        backbone = TINY_BACKBONE
+        backbone = models_dir / TINY_BACKBONE
+        if not (backbone / "unet").is_dir():
+            build_tiny_backbone(backbone, seed=0)  # deterministic: every machine builds the same one
     else:
-        backbone = Path(os.environ.get("FACEX_MODELS_DIR", models.dir)) / models.backbone
+        backbone = models_dir / models.backbone
         if not (backbone / "unet").is_dir():
             raise ParamsError(
                 f"models.backbone: {backbone} has no unet/ folder; put the diffusers SD-1.5 folder there "
@@ -53,7 +54,7 @@ def resolve_backbone(params: Params) -> tuple[Path, Path | None]:
             )
     clip = None
     if models.vision_encoder != "tiny":
-        clip = Path(os.environ.get("FACEX_MODELS_DIR", models.dir)) / models.vision_encoder
+        clip = models_dir / models.vision_encoder
         if not (clip / "config.json").is_file():
             raise ParamsError(f"models.vision_encoder: {clip}/config.json not found; put CLIP ViT-L/14 there")
     return backbone, clip

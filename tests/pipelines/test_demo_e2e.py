@@ -77,7 +77,8 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
         assert registry[name]["champion_version"] == registry[name]["version"] == "1"
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    store = f"sqlite:///{clone / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     assert client.get_model_version_by_alias("facex-swap", "champion").version == "1"
 
     # examples: one grid per model and task

@@ -120,6 +120,24 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
         )
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout
+        # the training stage on the same cluster, on those shards (2 Ray Train workers, a couple of steps)
+        train_params = yaml.safe_load(params.read_text()) | {
+            "models": {"dir": str(tmp_path / "models")},
+            "train": {"generalist_steps": 2, "batch_size": 2, "resolution": 32, "pairs_per_clip": 2,
+                      "checkpoint_dir": str(tmp_path / "ray_train")},
+            "split": {"holdout_every": 0},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_dir": str(tmp_path / "mlartifacts")},
+            "evaluate": {"models_dir": str(tmp_path / "trained")},
+        }  # fmt: skip
+        (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_params))
+        train = subprocess.run(
+            [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+             "python", "pipelines/train.py", "generalist", "--params", str(tmp_path / "train.yaml")],
+            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-2000:]
+        record = json.loads((tmp_path / "trained" / "generalist" / "train_metrics.json").read_text())
+        assert record["steps"] == 2 and len(record["losses"]) == 2
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` and every process of this head only
         try:
