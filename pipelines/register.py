@@ -145,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import mlflow
 
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
         experiment = ensure_experiment(params)
         mlflow.set_registry_uri(tracking_uri(params))
@@ -156,9 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    finally:  # callers in the same process (tests, notebooks) keep their own tracking/registry URIs
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"tracking_uri": tracking_uri(params), "models": results}, indent=1) + "\n")
     print(f"registry summary in {args.out}")
