@@ -15,6 +15,7 @@ from facex_data.manifest import ClipManifest, SamplingPolicy
 from facex_data.shards import (
     ShardWriter,
     complete_shards,
+    decode_npy,
     encode_jpg,
     encode_json,
     encode_npy,
@@ -110,6 +111,29 @@ def test_shards_read_back_with_webdataset_tar_and_the_reader(tmp_path):
     s = decoded[0]
     assert tuple(s["image"].shape) == (3, 32, 32) and s["id"].shape == (128,) and s["parsing"].shape == (32, 32)
     assert s["meta"] == {"clip_id": "clip_a", "frame_index": 0}
+
+
+def test_npy_members_decode_like_np_load():
+    import io
+
+    arrays = [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.asfortranarray(np.random.default_rng(0).random((3, 5))),
+        np.zeros((512, 8, 8), np.float16),
+        np.zeros((0, 3), np.int64),
+    ]
+    for a in arrays * 2:  # the second pass reads cached headers
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        b = decode_npy(buf.getvalue())
+        assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b) and b.flags.writeable
+    assert np.array_equal(decode_npy(encode_npy(arrays[0])), arrays[0])
+    with pytest.raises(ValueError, match="npy"):
+        decode_npy(b"not an array at all")
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="object"):
+        decode_npy(buf.getvalue())
 
 
 def test_a_shard_without_stats_file_is_incomplete_and_not_read(tmp_path):

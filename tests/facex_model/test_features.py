@@ -75,3 +75,28 @@ def test_holdout_split_is_disjoint_and_stable():
 def test_wrong_tdmm_length_is_refused():
     with pytest.raises(ValueError, match="257"):
         features.tdmm_parts(np.zeros(16, np.float32), "paper")
+
+
+def test_image_resize_is_an_area_average_and_layout_independent():
+    rng = np.random.default_rng(2)
+    hwc = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = features.image_tensor(hwc, 8)
+    assert torch.equal(x, features.image_tensor(torch.from_numpy(hwc).permute(2, 0, 1), 8))  # (3,H,W) == (H,W,3)
+    block = hwc[4:8, 12:16].reshape(-1, 3).astype(np.float64).mean(0)  # output pixel (1, 3) = mean of its 4x4 block
+    assert np.allclose((x[:, 1, 3].numpy() + 1) * 127.5, block, atol=0.51)
+    up = features.image_tensor(hwc, 64)
+    assert up.shape == (3, 64, 64) and up.min() >= -1 and up.max() <= 1
+    same = features.image_tensor(hwc, 32)
+    assert torch.allclose(same, torch.from_numpy(hwc).permute(2, 0, 1).float() / 127.5 - 1)
+    with pytest.raises(ValueError, match="RGB"):
+        features.image_tensor(np.zeros((8, 8), np.uint8), 4)
+
+
+def test_parsing_resize_never_blends_labels():
+    parsing = np.zeros((30, 30), np.uint8)
+    parsing[:, 15:] = schema.UNKNOWN
+    parsing[10:20, :] = schema.CLASS_ID["nose"]
+    small = features.parsing_tensor(parsing, 7)
+    assert small.dtype == torch.long and set(small.unique().tolist()) <= {0, schema.CLASS_ID["nose"], schema.UNKNOWN}
+    big = features.parsing_tensor(torch.from_numpy(parsing), 60)
+    assert torch.equal(big[::2, ::2], torch.from_numpy(parsing).long())  # x2 nearest repeats each label

@@ -8,6 +8,7 @@ mtime/uid/gid/mode and samples are sorted by key, so the same samples give the s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -36,6 +37,29 @@ def encode_npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """Parse an .npy header (numpy's own parser, which evaluates it as a literal: slow, hence the cache)."""
+    f = io.BytesIO(prefix)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed in shards")
+    return dtype, shape, fortran, f.tell()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """``np.load`` of one .npy member, with the header parse cached (shards repeat a few headers)."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not an .npy member (bad magic)")
+    length = int.from_bytes(data[8:10], "little") + 10 if data[6] == 1 else int.from_bytes(data[8:12], "little") + 12
+    dtype, shape, fortran, offset = _npy_header(bytes(data[:length]))
+    count = int(np.prod(shape, dtype=np.int64))
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
 
 
 def encode_jpg(rgb: np.ndarray, quality: int) -> bytes:
@@ -151,30 +175,39 @@ def complete_shards(shard_dir: Path) -> list[str]:
     return urls
 
 
-def decode_sample(sample: dict) -> dict:
-    """Raw WebDataset sample (bytes per member) -> tensors: ``image`` uint8 (3,H,W), ``parsing`` uint8
+def decode_arrays(sample: dict) -> dict:
+    """Raw WebDataset sample (bytes per member) -> numpy: ``image`` uint8 (H,W,3) RGB, ``parsing`` uint8
     (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``; ``idmap`` float16
-    (512, 8, 8) when the shard has it (paper backend)."""
-    import torch
-
+    (512, 8, 8) when the shard has it (paper backend). The cheap form for loaders that resize next."""
     rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(sample[schema.JPG], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     parsing = cv2.imdecode(np.frombuffer(sample[schema.PARSING], np.uint8), cv2.IMREAD_UNCHANGED)
 
-    def npy(key: str) -> torch.Tensor:
-        return torch.from_numpy(np.load(io.BytesIO(sample[key]), allow_pickle=False))
+    def npy(key: str) -> np.ndarray:
+        return decode_npy(sample[key])
 
     optional = {"idmap": npy(schema.IDMAP)} if schema.IDMAP in sample else {}
     return {
         **optional,
         "__key__": sample["__key__"],
-        "image": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))),
-        "parsing": torch.from_numpy(parsing),
+        "image": rgb,
+        "parsing": parsing,
         "id": npy(schema.IDENTITY),
         "tdmm": npy(schema.TDMM),
         "gaze": npy(schema.GAZE),
         "lmk": npy(schema.LANDMARKS),
         "meta": json.loads(sample[schema.META]),
     }
+
+
+def decode_sample(sample: dict) -> dict:
+    """Raw WebDataset sample (bytes per member) -> tensors: ``image`` uint8 (3,H,W), ``parsing`` uint8
+    (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``; ``idmap`` float16
+    (512, 8, 8) when the shard has it (paper backend)."""
+    import torch
+
+    out = decode_arrays(sample)
+    out["image"] = np.ascontiguousarray(out["image"].transpose(2, 0, 1))
+    return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in out.items()}
 
 
 def open_shards(shards: Path | list[str], shuffle: int = 1000, shardshuffle: bool = True, seed: int = 0,

