@@ -73,6 +73,7 @@ class TrainParams:
     image_every: int = 0  # MLflow sample grids every N steps (0 = at the end only)
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
     prefetch: bool = True  # decode pairs in a DataLoader process ahead of the step (off on a CPU-only box)
+    cache_mb: int = 512  # per reader: keep raw shard bytes in memory across epochs when they fit (0 = re-read)
     checkpoint_dir: str = ".work/ray_train"  # Ray Train storage: a path (relative to the repo) or s3:// / gs://
 
 

@@ -169,6 +169,7 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
         max_gap=train.max_gap,
         pairs_per_clip=train.pairs_per_clip,
         prefetch=train.prefetch,
+        cache_mb=train.cache_mb,
         holdout=holdout,
         checkpoint_every=train.checkpoint_every,
         image_every=train.image_every,

@@ -111,6 +111,29 @@ def test_pair_stream_is_seeded_and_resumes_exactly(train_shards):
     assert only_other["source_image"].shape[0] == 4
 
 
+def test_shard_cache_reads_each_tar_once_and_keeps_the_stream(train_shards, monkeypatch):
+    from facex_model import data
+
+    reads, real = [], data._iter_clips
+
+    def counted(url):
+        reads.append(url)
+        yield from real(url)
+
+    monkeypatch.setattr(data, "_iter_clips", counted)
+    streams = {}
+    for cache_mb in (0, 512):
+        reads.clear()
+        loader = iter(pair_loader(train_shards, PairConfig(resolution=16, pairs_per_clip=2, cache_mb=cache_mb), 2))
+        streams[cache_mb] = [next(loader) for _ in range(12)]  # several epochs of this small set
+        assert streams[cache_mb][-1][POSITION].epoch >= 2
+        epochs = streams[cache_mb][-1][POSITION].epoch + 1
+        shards = len(data.shard_urls(train_shards))
+        assert len(reads) == (shards * epochs if cache_mb == 0 else shards)
+    for a, b in zip(*streams.values(), strict=True):
+        assert a[POSITION] == b[POSITION] and torch.equal(a["source_image"], b["source_image"])
+
+
 def test_two_workers_learn_and_checkpoint(uninterrupted, tiny_backbone, train_shards):
     job, losses, weights = uninterrupted
     assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from facex_data import schema
-from facex_data.shards import complete_shards, decode_sample
+from facex_data.shards import complete_shards, decode_arrays
 
 from . import features
 
@@ -45,6 +45,7 @@ class PairConfig:
     clip_buffer: int = 64  # clips shuffled together
     seed: int = 0
     with_reference: bool = False  # also a third frame (edit training): another frame of the same clip
+    cache_mb: int = 512  # keep a reader's raw shard bytes in memory across epochs when they fit (0 = always re-read)
 
 
 def shard_urls(shards: str | Path | Sequence[str]) -> list[str]:
@@ -91,6 +92,8 @@ class PairStream(IterableDataset):
         self.include = None if include is None else frozenset(include)  # only these clips (evaluation)
         self.rank, self.world_size = rank, world_size
         self.start_epoch, self.skip = start_epoch, skip
+        self._cache: dict[str, list[tuple[str, list[dict]]]] = {}
+        self._cached_bytes = 0
 
     def _reader(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -114,7 +117,7 @@ class PairStream(IterableDataset):
                 yield from self._pairs(rng, clip_id, frames)
 
         for url in urls:
-            for clip_id, frames in _iter_clips(url):
+            for clip_id, frames in self._clips(url):
                 mine = by_shard or clip_index % readers == reader
                 clip_index += 1
                 if not mine or clip_id in self.holdout or (self.include is not None and clip_id not in self.include):
@@ -122,6 +125,30 @@ class PairStream(IterableDataset):
                 buffer.append((clip_id, frames))
                 yield from drain(cfg.clip_buffer)
         yield from drain(0)
+
+    def _clips(self, url: str) -> Iterator[tuple[str, list[dict]]]:
+        """A shard's clips, from memory when an earlier epoch read all of it and it fit in ``cache_mb``.
+
+        Small datasets (the embedded profile, a specialist's finetuning set) then cost one tar read per
+        run instead of one per epoch; large ones stream as before. Either way the stream is the same.
+        """
+        if url in self._cache:
+            yield from self._cache[url]
+            return
+        room = self.config.cache_mb * 2**20 - self._cached_bytes
+        kept: list[tuple[str, list[dict]]] | None = [] if room > 0 else None
+        size = 0
+        for clip_id, frames in _iter_clips(url):
+            if kept is not None:
+                size += sum(len(v) for frame in frames for v in frame.values() if isinstance(v, bytes))
+                if size <= room:
+                    kept.append((clip_id, frames))
+                else:
+                    kept = None  # does not fit: stream this shard every epoch
+            yield clip_id, frames
+        if kept is not None:
+            self._cache[url] = kept
+            self._cached_bytes += size
 
     def _pairs(self, rng: random.Random, clip_id: str, frames: list[dict]):
         cfg = self.config
@@ -163,7 +190,7 @@ class PairStream(IterableDataset):
             epoch += 1
 
     def _decode(self, raw: dict) -> dict[str, torch.Tensor]:
-        sample = decode_sample({k: v for k, v in raw.items() if k != "__frame__"})
+        sample = decode_arrays({k: v for k, v in raw.items() if k != "__frame__"})
         return features.sample_inputs(sample, self.config.resolution)
 
     def pairs_per_epoch(self) -> int:

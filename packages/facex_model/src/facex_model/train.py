@@ -78,6 +78,7 @@ class TrainJob:
     max_gap: int = 0
     pairs_per_clip: int = 4
     prefetch: bool = True  # read + decode pairs in a DataLoader worker process, ahead of the step
+    cache_mb: int = 512  # per reader: keep the shards' raw bytes in memory across epochs when they fit
     holdout: list[str] = field(default_factory=list)
     checkpoint_every: int = 10
     num_to_keep: int = 2
@@ -111,7 +112,7 @@ class TrainJob:
 
 
 _NOT_SHAPING = {"out_dir", "storage_path", "tracking_uri", "mlflow_run_id", "log_every", "image_every", "max_failures",
-                "num_to_keep", "prefetch"}  # fmt: skip
+                "num_to_keep", "prefetch", "cache_mb"}  # fmt: skip
 
 
 # the modules that shape a training trajectory (inference, evaluation and CLI changes do not invalidate a run)
@@ -324,7 +325,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     pairs = PairConfig(
         resolution=job.resolution, min_gap=job.min_gap, max_gap=job.max_gap, pairs_per_clip=job.pairs_per_clip,
-        seed=job.seed,
+        seed=job.seed, cache_mb=job.cache_mb,
     )  # fmt: skip
     loader = pair_loader(job.shards, pairs, job.micro_batch, set(job.holdout), rank, world, position, job.prefetch)
     batches = iter(loader)
