@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -130,3 +131,35 @@ def test_a_clip_that_hangs_the_decoder_is_skipped_and_the_run_finishes(local_ray
     clips = {c["clip_id"]: c for c in summary.ledger["clips"]}
     assert clips["hangs"]["status"] == "skipped" and "decoder hung" in clips["hangs"]["reason"]
     assert clips[good.stem]["status"] == "written" and clips[good.stem]["frames"] > 0
+
+
+def _kill_the_process_reading(fifo, killed: list) -> None:
+    """Open the FIFO's write end (it returns once a decoder has opened the clip), then SIGKILL that decoder."""
+    with open(fifo, "wb"):
+        for fd in Path("/proc").glob("[0-9]*/fd/*"):
+            try:
+                if os.readlink(fd) == str(fifo) and int(fd.parts[2]) != os.getpid():
+                    os.kill(int(fd.parts[2]), signal.SIGKILL)
+                    killed.append(int(fd.parts[2]))
+            except OSError:  # a process or fd that went away while we looked
+                continue
+
+
+def test_a_decoder_process_that_dies_on_a_clip_is_recorded_and_the_run_finishes(local_ray, small_sample, tmp_path):
+    inputs = tmp_path / "in" / "35666"
+    inputs.mkdir(parents=True)
+    good = sorted((small_sample / "35666").glob("*.mp4"))[0]
+    (inputs / good.name).write_bytes(good.read_bytes())
+    fifo = inputs / "crashes.mp4"
+    os.mkfifo(fifo)  # the decoder blocks in it until the killer below has found and killed that very process
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_the_process_reading, args=(fifo, killed), daemon=True)
+    killer.start()
+    summary = run_extraction(_cfg(small_sample, tmp_path / "out", input_dir=tmp_path / "in", decode_timeout_s=60.0))
+    killer.join(timeout=10)
+    assert killed, "no decoder process had the clip open"
+    clips = {c["clip_id"]: c for c in summary.ledger["clips"]}
+    assert clips["crashes"]["status"] == "skipped" and "decoder process crashed" in clips["crashes"]["reason"]
+    assert str(fifo) in clips["crashes"]["reason"]
+    assert clips[good.stem]["status"] == "written" and clips[good.stem]["frames"] > 0
+    assert summary.samples == clips[good.stem]["frames"]

@@ -363,7 +363,7 @@ def _reason(err: Exception, clip: Clip, what: str) -> str:
         return str(err.cause)
     if isinstance(err, DecodeError):
         return str(err)
-    if isinstance(err, (rex.WorkerCrashedError, rex.NodeDiedError)):
+    if isinstance(err, (rex.WorkerCrashedError, rex.NodeDiedError, rex.RayActorError)):
         return f"{clip.path}: the {what} process crashed on this clip (corrupt file?); re-download or remove it"
     if isinstance(err, rex.TaskCancelledError):
         return f"{clip.path}: {what} was cancelled"
