@@ -163,3 +163,19 @@ def test_a_decoder_process_that_dies_on_a_clip_is_recorded_and_the_run_finishes(
     assert str(fifo) in clips["crashes"]["reason"]
     assert clips[good.stem]["status"] == "written" and clips[good.stem]["frames"] > 0
     assert summary.samples == clips[good.stem]["frames"]
+
+
+def test_decoders_replaced_after_each_clip_lose_no_clip(local_ray, small_sample, reference, tmp_path):
+    """decoder_max_clips=1 with one decoder: a fresh decoder per clip, and every clip still lands once."""
+    inputs = tmp_path / "in" / "35666"
+    inputs.mkdir(parents=True)
+    clips = sorted(small_sample.rglob("*.mp4"))
+    for k in range(3):
+        for clip in clips:
+            (inputs / f"{clip.stem}-{k}.mp4").symlink_to(clip)
+    cfg = _cfg(small_sample, tmp_path / "out", input_dir=tmp_path / "in", num_decoders=1, decoder_max_clips=1)
+    summary = run_extraction(cfg)
+    assert summary.clips_written == 3 * len(clips) and summary.clips_skipped == 0
+    assert summary.samples == 3 * reference[0].samples
+    keys = [s["__key__"] for tar in sorted(cfg.out_dir.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
+    assert len(keys) == len(set(keys)) == summary.samples
