@@ -54,6 +54,19 @@ def test_ray_runner_writes_the_same_bytes_as_the_sequential_loop(local_ray, smal
     assert sum(c["frames"] for c in ledger["clips"]) == summary.samples
 
 
+def test_the_same_extraction_leaves_the_same_folder_bytes(small_sample, reference, tmp_path):
+    """Shards, stats and ledger are byte-identical across runs (a DVC output that does not change when
+    the stage re-runs); only runs.jsonl, which .dvcignore excludes, records each run's timings."""
+    _, ref_out = reference
+    run_extraction(_cfg(small_sample, tmp_path, runner="local"))
+    same = sorted(p.name for p in ref_out.iterdir() if p.name != "runs.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "runs.jsonl") == same
+    assert all((tmp_path / name).read_bytes() == (ref_out / name).read_bytes() for name in same)
+    run = json.loads((tmp_path / "runs.jsonl").read_text())
+    assert run["seconds"] > 0 and run["runner"] == "local" and len(run["shards_written_this_run"]) == 2
+    assert "runs.jsonl" in (Path(__file__).parents[2] / ".dvcignore").read_text().split()
+
+
 def test_rerun_skips_complete_shards_and_redoes_incomplete_ones(local_ray, small_sample, reference, tmp_path):
     run_extraction(_cfg(small_sample, tmp_path))
     (tmp_path / "shard-000001.stats.json").unlink()  # as if the run died before shard 1's marker

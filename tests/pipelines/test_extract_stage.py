@@ -76,8 +76,9 @@ def test_killed_job_resumes_to_the_same_shards_as_an_uninterrupted_run(six_clips
     rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     ledger = json.loads((out / "ledger.json").read_text())
-    assert set(ledger["run"]["shards_written_this_run"]).isdisjoint(n.removesuffix(".stats.json")
-                                                                   for n in complete_at_kill)
+    last_run = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert set(last_run["shards_written_this_run"]).isdisjoint(n.removesuffix(".stats.json")
+                                                               for n in complete_at_kill)
     assert ledger["totals"]["clips_written"] == 6
     ref_bytes = {p.name: p.read_bytes() for p in sorted(reference.glob("shard-*.tar"))}
     assert {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.tar"))} == ref_bytes

@@ -21,7 +21,15 @@ from facex_data.decode import ClipReader, DecodeError, VideoInfo
 from facex_data.extractors import ExtractorOptions, ExtractorSet, FaceFeatures, build_extractors
 from facex_data.manifest import Clip, ClipManifest, SamplingPolicy, ShardPlan
 from facex_data.paths import InputPath
-from facex_data.shards import ShardWriter, encode_jpg, encode_json, encode_npy, encode_png, write_ledger
+from facex_data.shards import (
+    ShardWriter,
+    append_run_log,
+    encode_jpg,
+    encode_json,
+    encode_npy,
+    encode_png,
+    write_ledger,
+)
 
 
 @dataclass(frozen=True)
@@ -302,11 +310,16 @@ def _finish(cfg: ExtractConfig, plans: list[ShardPlan], todo: list[ShardPlan], d
             assembler: _ShardAssembler, start: float, frames: int) -> RunSummary:
     all_stats = sorted(done_stats + assembler.stats, key=lambda s: s["shard"])
     seconds = time.monotonic() - start
-    ledger = write_ledger(cfg.out_dir, all_stats, {
-        "runner": cfg.runner, "extractors": cfg.extractors, "input_dir": str(cfg.input_dir),
-        "shards_written_this_run": [s["shard"] for s in assembler.stats],
+    # ledger.json holds only what the shards depend on, so an identical re-run leaves the folder (and its
+    # DVC hash) unchanged; this run's own facts are appended to runs.jsonl (which .dvcignore excludes)
+    ledger = write_ledger(cfg.out_dir, all_stats, {"runner": cfg.runner, "extractors": cfg.extractors})
+    this_run = {
+        "input_dir": str(cfg.input_dir), "shards_written_this_run": [s["shard"] for s in assembler.stats],
         "frames_processed_this_run": frames, "seconds": round(seconds, 2),
-    })
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    append_run_log(cfg.out_dir, {**ledger["run"], **this_run})
+    ledger["run"].update(this_run)
     totals = ledger["totals"]
     return RunSummary(len(plans), len(plans) - len(todo), len(assembler.stats), totals["clips_written"],
                       totals["clips_skipped"], totals["samples"], seconds, frames, ledger)

@@ -3,7 +3,8 @@
 A shard is ``shard-%06d.tar`` (written to a temp name, then renamed) plus ``shard-%06d.stats.json``
 written last: the stats file's presence means the shard is complete. Tar members carry fixed
 mtime/uid/gid/mode and samples are sorted by key, so the same samples give the same bytes.
-``ledger.json`` lists every input clip of the run: written with its frame count, or skipped with why.
+``ledger.json`` lists every input clip of the run: written with its frame count, or skipped with why;
+``runs.jsonl`` gets a line per run (its timings and the shards it wrote).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from facex_data import schema
 
 LEDGER = "ledger.json"
+RUN_LOG = "runs.jsonl"  # excluded from DVC hashing by .dvcignore
 
 
 def shard_tar(out_dir: Path, name: str) -> Path:
@@ -144,8 +146,17 @@ class ShardWriter:
         return stats
 
 
+def append_run_log(out_dir: Path, entry: dict) -> None:
+    """One line per extraction run in ``runs.jsonl`` (timings, shards written by that run)."""
+    with open(Path(out_dir) / RUN_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
 def write_ledger(out_dir: Path, shard_stats_list: list[dict], run: dict) -> dict:
-    """``ledger.json``: every clip of the run (written / skipped + reason) and run totals."""
+    """``ledger.json``: every clip (written / skipped + reason), the shards and totals, and ``run``.
+
+    It is rewritten whole by every run and must depend only on the input and the settings (no
+    timings): the same extraction then leaves identical bytes. Per-run facts go to ``runs.jsonl``."""
     clips = [dict(c, shard=s["shard"]) for s in shard_stats_list for c in s["clips"]]
     clips.sort(key=lambda c: c["clip_id"])
     written = [c for c in clips if c["status"] == "written"]
