@@ -171,7 +171,7 @@ def main() -> int:
         for summary in [x for r in rounds for x in r[:2]] + [seq4, par4]:
             for clip in summary.ledger["clips"]:
                 if clip["status"] != "written":  # every run must write every clip, or the ratio means nothing
-                    print(f"SKIPPED in a {summary.ledger['runner']} run: {clip['clip_id']}: {clip['reason']}")
+                    print(f"SKIPPED in a {summary.ledger['run']['runner']} run: {clip['clip_id']}: {clip['reason']}")
         print(f"ratio ray / sequential, 1x clips over all rounds: {par_fps / seq_fps:.2f} "
               f"({par_fps:.2f} / {seq_fps:.2f} frames/s); shards byte-identical: {same}")
         print(f"ratio ray / sequential, {args.scale}x clips: "
