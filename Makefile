@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV_ABS := $(abspath $(VENV))
 BIN := $(VENV_ABS)/bin
 STAMP := $(VENV_ABS)/.facex-setup
-PKGS := packages/facex_data packages/facex_model
+PKGS := packages/facex_data packages/facex_model packages/facex_train
 # insightface requires opencv-python (GUI build, needs libGL): install it without deps, its other deps are in the lock
 INSIGHTFACE := insightface==2.1
 export PATH := $(BIN):$(PATH)

@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from facex_data.manifest import SamplingPolicy  # noqa: E402
-from facex_data.pipeline import ExtractConfig, run_extraction  # noqa: E402
-from facex_data.sample import CLIP_DIR, SampleSetConfig, make_sample_set  # noqa: E402
+from facex_data.demo_clips import CLIP_DIR, DemoClipsConfig, make_demo_clips  # noqa: E402
+from facex_data.extraction import ExtractConfig, run_extraction  # noqa: E402
+from facex_data.manifest import FrameSelection  # noqa: E402
 
 
 class RssMonitor:
@@ -108,7 +108,7 @@ def replicate(src: Path, dst: Path, times: int) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", type=Path, default=REPO / "data" / "sample")
+    parser.add_argument("--input", type=Path, default=REPO / "data" / "demo_clips")
     parser.add_argument("--every-k", type=int, default=2, help="sample every k-th frame")
     parser.add_argument("--scale", type=int, default=4, help="clip-count multiple for the memory check")
     parser.add_argument("--num-actors", type=int, default=2)
@@ -120,11 +120,11 @@ def main() -> int:
         tmp = Path(tmp)
         src = args.input
         if not (src / CLIP_DIR).is_dir():
-            print(f"{src} has no clips: generating the embedded sample set in {tmp / 'sample'}")
-            src = tmp / "sample"
-            make_sample_set(SampleSetConfig(out_dir=src), progress=False)
+            print(f"{src} has no clips: generating the demo clips in {tmp / 'demo_clips'}")
+            src = tmp / "demo_clips"
+            make_demo_clips(DemoClipsConfig(out_dir=src), progress=False)
         base = ExtractConfig(
-            input_dir=src, sampling=SamplingPolicy(mode="every_k", every_k=args.every_k, min_clip_frames=1),
+            input_dir=src, frames=FrameSelection(mode="every_k", every_k=args.every_k, min_clip_frames=1),
             clips_per_shard=2, batch_size=8, num_actors=args.num_actors, progress=False,
         )
         print(f"clips: {len(list((src / CLIP_DIR).glob('*.mp4')))} from {src}, every {args.every_k}th frame, "

@@ -1,7 +1,7 @@
 """Inference cost on the real SD-1.5 architecture (published configs, random weights), issue #7's benchmark.
 
 From one run it prints:
-1. the FaceX denoising loop (`facex_model.sampling.denoise_latents`: FRC installed, f_SD encoded beforehand,
+1. the FaceX denoising loop (`facex_model.denoising.denoise_latents`: FRC installed, f_SD encoded beforehand,
    cross-attention keys/values cached) against diffusers' own loop (`StableDiffusionPipeline` with precomputed
    77-token text-like `prompt_embeds`, `output_type="latent"`) on the same U-Net with FRC removed, same scheduler,
    steps, CFG scale and initial noise; timings interleaved, median and min of wall and process-CPU time, and their
@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from facex_model import sampling
+from facex_model import denoising
 from facex_model.backbone import (
     Backbone,
     clip_vit_l14_vision_config,
@@ -35,7 +35,7 @@ from facex_model.backbone import (
     tiny_unet_config,
     tiny_vae_config,
 )
-from facex_model.features import batch_to, collate_sides, config_overrides_for_backend
+from facex_model.features import backend_config, batch_to, collate_sides
 from facex_model.model import FaceXConfig, FaceXModel
 from facex_model.pipeline import FaceXPipeline
 
@@ -43,7 +43,7 @@ TEXT_TOKENS = 77  # CLIP text encoder length SD-1.5 is used with
 
 
 def portraits() -> tuple[np.ndarray, np.ndarray]:
-    """Two real photos shipped inside installed packages (the embedded sample's portraits)."""
+    """Two real photos shipped inside installed packages (the demo clips' portraits)."""
     import matplotlib.cbook
     import skimage.data
     from PIL import Image
@@ -71,7 +71,7 @@ def build_model(tiny: bool, resolution: int) -> FaceXModel:
     )
     for module in (backbone.unet, backbone.vae, backbone.image_encoder):
         module.requires_grad_(False).eval()
-    overrides = config_overrides_for_backend("offline") | {"extractors": "offline", "resolution": resolution}
+    overrides = backend_config("offline") | {"resolution": resolution}
     if tiny:
         overrides |= {"rep_dim": 32, "hidden_dim": 32, "inp_channels": (16, 32, 32), "inp_grid": 4, "frc_heads": 4}
     config = FaceXConfig(backbone_path="<in memory>", **overrides)
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (both loops)")
-    parser.add_argument("--scheduler", choices=tuple(sampling.SCHEDULERS), default="ddim")
+    parser.add_argument("--scheduler", choices=tuple(denoising.SCHEDULERS), default="ddim")
     parser.add_argument("--tiny", action="store_true", help="tiny backbone: checks the script, numbers mean nothing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,7 +109,7 @@ def main() -> None:
     facex = FaceXPipeline(model, crop_size=256)
     plain = StableDiffusionPipeline(
         vae=model.vae, text_encoder=None, tokenizer=None, unet=model.unet,
-        scheduler=sampling.make_scheduler(model, args.scheduler), safety_checker=None, feature_extractor=None,
+        scheduler=denoising.make_scheduler(model, args.scheduler), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
     plain.set_progress_bar_config(disable=True)
@@ -127,10 +127,10 @@ def main() -> None:
         batch = batch_to(
             collate_sides([{"source": facex.face_inputs(src_face), "target": facex.face_inputs(tgt_face)}]), "cpu"
         )
-        sampling.encode(model, batch, "swap")  # warm-up
-        t_encode = timed(lambda: sampling.encode(model, batch, "swap"))
-        f_sd = sampling.encode(model, batch, "swap")
-    noise = sampling.initial_noise(model, 1, args.resolution, args.resolution, torch.Generator().manual_seed(0))
+        denoising.encode(model, batch, "swap")  # warm-up
+        t_encode = timed(lambda: denoising.encode(model, batch, "swap"))
+        f_sd = denoising.encode(model, batch, "swap")
+    noise = denoising.initial_noise(model, 1, args.resolution, args.resolution, torch.Generator().manual_seed(0))
     cross_dim = model.unet.config.cross_attention_dim
     text = torch.randn(1, TEXT_TOKENS, cross_dim, generator=torch.Generator().manual_seed(1))
     null_text = torch.zeros_like(text)
@@ -138,7 +138,7 @@ def main() -> None:
     def facex_loop(steps: int) -> torch.Tensor:
         assert model.frc.installed
         # the scheduler object diffusers' pipeline holds (it normalises the config on construction): same timesteps
-        return sampling.denoise_latents(model, f_sd, noise, scheduler=plain.scheduler, steps=steps, cfg_scale=args.cfg)
+        return denoising.denoise_latents(model, f_sd, noise, scheduler=plain.scheduler, steps=steps, cfg_scale=args.cfg)
 
     def diffusers_loop(steps: int) -> torch.Tensor:
         model.frc.remove()
@@ -171,8 +171,8 @@ def main() -> None:
     )
 
     with torch.no_grad():
-        sampling.decode(model, latents)  # warm-up
-        t_decode = timed(lambda: sampling.decode(model, latents))
+        denoising.decode(model, latents)  # warm-up
+        t_decode = timed(lambda: denoising.decode(model, latents))
     split = {
         "extraction (source + target, offline backend)": t_extract,
         "condition encoding (f_SD, once)": t_encode,

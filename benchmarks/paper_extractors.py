@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facex_data.extractors import AlignedFaces, ExtractorOptions, build_extractors  # noqa: E402
+from facex_data.extractors.align import crop_template  # noqa: E402
 from facex_data.extractors.nets.iresnet import IRESNET100  # noqa: E402
 from facex_data.extractors.nets.resnet import RESNET50  # noqa: E402
-from facex_data.extractors.offline import crop_template  # noqa: E402
 from facex_data.standins import write_random_standins  # noqa: E402
 
 
@@ -55,34 +55,36 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        models_dir = args.models_dir
-        if models_dir is None:
-            models_dir = Path(tmp)
+        weights_dir = args.weights_dir
+        if weights_dir is None:
+            weights_dir = Path(tmp)
             # the ArcFace stand-in is iresnet100 and the ResNet-50s full depth: the public architectures
-            write_random_standins(models_dir, layers=RESNET50, arcface=args.arcface)
+            write_random_standins(weights_dir, layers=RESNET50, arcface=args.arcface)
             if args.arcface == "pth":
                 torch.manual_seed(0)
                 from facex_data.extractors.nets.iresnet import IResNet
 
-                torch.save(IResNet(IRESNET100).state_dict(), models_dir / "arcface" / "glint360k_r100.pth")
-        options = ExtractorOptions(crop_size=args.crop_size, models_dir=models_dir, device=args.device)
+                torch.save(IResNet(IRESNET100).state_dict(), weights_dir / "arcface" / "glint360k_r100.pth")
+        options = ExtractorOptions(crop_size=args.crop_size, weights_dir=weights_dir, device=args.device)
         extractors = build_extractors("paper", options)
         rng = np.random.default_rng(0)
         b, s = args.batch_size, args.crop_size
-        faces = AlignedFaces(rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8), np.zeros((b, 68, 2), np.float32))
         points5 = np.stack([crop_template(s)] * b).astype(np.float32)
+        faces = AlignedFaces(rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8), np.zeros((b, 68, 2), np.float32),
+                             points5)  # fmt: skip
         frames = rng.integers(0, 256, (min(b, 8), 720, 1280, 3), dtype=np.uint8)
         rows = [
             (
                 "detector (SCRFD + dlib 68, per frame, 720p)"
-                + (" [stand-in graph: not representative]" if args.models_dir is None else ""),
+                + (" [stand-in graph: not representative]" if args.weights_dir is None else ""),
                 len(frames),
                 lambda: extractors.aligner(frames),
             ),
-            ("identity (ArcFace r100: 112 + 128 crops)", b, lambda: extractors.identity(faces, points5)),
+            ("identity (ArcFace r100: 112 + 128 crops)", b, lambda: extractors.identity(faces)),
             ("parsing (BiSeNet-19 at 512)", b, lambda: extractors.parsing(faces)),
-            ("3DMM (Deep3DFaceRecon R50 at 224)", b, lambda: extractors.tdmm(faces, points5)),
-            ("gaze (L2CS R50 at 448)", b, lambda: extractors.gaze(faces, points5)),
+            ("3DMM (Deep3DFaceRecon R50 at 224)", b, lambda: extractors.tdmm(faces)),
+            ("gaze (L2CS R50 at 448)", b, lambda: extractors.gaze(faces)),
+            ("all four (ExtractorSet.measure)", b, lambda: extractors.measure(faces)),
         ]
         name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()}"
         print(f"device: {name}, batch size {b}, crop {s}, {args.rounds} rounds after a warm-up")

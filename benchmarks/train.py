@@ -18,26 +18,28 @@ from pathlib import Path
 
 import ray
 
-from facex_model import features
+from facex_data.layout import written_clips
+from facex_data.paths import InputPath
 from facex_model.backbone import build_tiny_backbone
 from facex_model.model import FaceXConfig
-from facex_model.train import TrainJob, fit
+from facex_train.config import ComputeConfig, TrainConfig
+from facex_train.train import TrainJob, fit
 
 
 def shards_for(path: Path | None, tmp: Path) -> Path:
     if path is not None:
         return path.resolve()  # Ray Train workers run in their own working directory
-    from facex_data.manifest import SamplingPolicy
-    from facex_data.pipeline import ExtractConfig, run_extraction
-    from facex_data.sample import SampleSetConfig, make_sample_set
+    from facex_data.demo_clips import DemoClipsConfig, make_demo_clips
+    from facex_data.extraction import ExtractConfig, run_extraction
+    from facex_data.manifest import FrameSelection
 
-    sample = tmp / "sample"
-    make_sample_set(SampleSetConfig(out_dir=sample, seed=3, clips_per_person=1, size=256, max_seconds=2.0),
+    clips = tmp / "demo_clips"
+    make_demo_clips(DemoClipsConfig(out_dir=clips, seed=3, clips_per_person=1, size=256, max_seconds=2.0),
                     progress=False)  # fmt: skip
     out = tmp / "shards"
-    sampling = SamplingPolicy(mode="per_clip", frames_per_clip=8, min_clip_frames=4)
-    run_extraction(ExtractConfig(input_dir=sample, out_dir=out, runner="local", progress=False, clips_per_shard=1,
-                                 sampling=sampling))  # fmt: skip
+    frames = FrameSelection(mode="per_clip", frames_per_clip=8, min_clip_frames=4)
+    run_extraction(ExtractConfig(input_dir=clips, out_dir=out, runner="local", progress=False, clips_per_shard=1,
+                                 frames=frames))  # fmt: skip
     return out
 
 
@@ -46,7 +48,7 @@ def run(job: TrainJob, warmup: int) -> dict[str, float]:
     timings = summary["timings"][warmup:]
     step = statistics.median(t[0] for t in timings)
     data = sum(t[1] for t in timings) / sum(t[0] for t in timings)
-    return {"samples_per_s": job.batch_size / step, "step_s": step, "data_share": data}
+    return {"samples_per_s": job.train.batch_size / step, "step_s": step, "data_share": data}
 
 
 def main() -> None:
@@ -56,29 +58,30 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--prefetch", action="store_true", help="decode in a DataLoader worker process")
-    parser.add_argument("--shards", type=Path, help="a shard folder (default: a fresh small sample is extracted)")
+    parser.add_argument("--shards", type=Path, help="a shard folder (default: fresh small demo clips are extracted)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         shards = shards_for(args.shards, tmp)
-        clips = len(features.written_clips(shards))
+        clips = len(written_clips(shards))
         backbone = build_tiny_backbone(tmp / "backbone", seed=0)
-        tiny = FaceXConfig.tiny(backbone).to_json()
+        train = TrainConfig(shards=InputPath(shards), resolution=args.resolution, checkpoint_every=args.steps,
+                            heldout_batches=0, learning_rate=1e-4, prefetch=args.prefetch)  # fmt: skip
         base = TrainJob(
-            name="bench", task="headswap", shards=str(shards), out_dir=str(tmp / "out"),
-            storage_path=str(tmp / "ray"), backbone_path=str(backbone),
-            model_overrides={k: v for k, v in tiny.items() if k not in ("backbone_path", "clip_path")},
-            steps=args.steps, resolution=args.resolution, checkpoint_every=args.steps, heldout_batches=0,
-            learning_rate=1e-4, prefetch=args.prefetch,
+            name="bench", task="headswap", steps=args.steps, train=train, model_dir=str(tmp / "out"),
+            model_config=FaceXConfig.tiny(backbone, resolution=args.resolution).to_json(),
+            storage_path=str(tmp / "ray"),
         )  # fmt: skip
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             results = {}
             for workers in (1, 2):
-                job = dataclasses.replace(base, name=f"bench-{workers}w", num_workers=workers,
-                                          batch_size=args.micro_batch * workers,
-                                          out_dir=str(tmp / f"out{workers}"))  # fmt: skip
+                job = dataclasses.replace(
+                    base, name=f"bench-{workers}w", compute=ComputeConfig(num_workers=workers),
+                    train=dataclasses.replace(train, batch_size=args.micro_batch * workers),
+                    model_dir=str(tmp / f"out{workers}"),
+                )
                 results[workers] = run(job, args.warmup)
         finally:
             ray.shutdown()

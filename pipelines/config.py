@@ -1,9 +1,15 @@
 """params.yaml -> typed, validated dataclasses.
 
 The single source of configuration is a params file (``params.yaml`` by default, or the file named
-by ``--params`` / ``FACEX_PARAMS``). Each top-level section maps to a dataclass that a library owns
-(``facex_data.sample.SampleSetConfig``, ...); this module only parses and validates, so a typo in a
-key or a wrong type fails before any work starts, with the key's full path in the message.
+by ``--params`` / ``FACEX_PARAMS``). Each top-level section maps to one dataclass, the only place its
+defaults are written: a stage's own section belongs to the library that runs it
+(``facex_data.config.DemoClipsConfig`` / ``ExtractConfig``,
+``facex_train.config.TrainConfig`` / ``EvaluateConfig``), or is defined here when only a stage script
+reads it (``register``, ``examples``); ``weights``, ``compute``, ``split`` and ``tracking`` are shared
+by several stages. A stage reads its own section and the shared ones, never another stage's: what it
+needs from an earlier stage is a path in its own section that ``dvc.yaml`` declares as a dependency
+(``tests/pipelines/test_dvc_stages.py`` checks both). This module only parses and validates, so a
+typo in a key or a wrong type fails before any work starts, with the key's full path in the message.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from facex_data.config import DemoClipsConfig, ExtractConfig
 from facex_data.paths import InputPath
-from facex_data.pipeline import ExtractConfig
-from facex_data.sample import SampleSetConfig
+from facex_train.config import ComputeConfig, EvaluateConfig, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
@@ -32,54 +38,20 @@ class ParamsError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelsParams:
-    """Where the weights users bring live, and which backbone a run uses (nothing is downloaded)."""
+class WeightsParams:
+    """The weights users bring (nothing is downloaded): where they are, and which backbone a run uses.
 
-    dir: Path = Path("models")  # the models dir (FACEX_MODELS_DIR overrides it)
-    backbone: str = "tiny"  # "tiny": a random SD-architecture stand-in; else a diffusers folder under dir
-    vision_encoder: str = "tiny"  # "tiny", or a transformers CLIP folder under dir
+    ``dir`` is the one weights dir of every stage; being a DVC-tracked parameter, it always wins over
+    ``$FACEX_WEIGHTS_DIR`` (which only library calls and commands outside the stages read)."""
 
-
-@dataclass(frozen=True)
-class ComputeParams:
-    """How many Ray workers a distributed stage uses, and whether each gets a GPU."""
-
-    num_workers: int = 2
-    use_gpu: bool = False
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Training numbers (paper §3.5 / §4 in the real profile); the training stage reads them."""
-
-    resolution: int = 64
-    batch_size: int = 2
-    learning_rate: float = 1.0e-5
-    generalist_steps: int = 20
-    specialist_steps: dict[str, int] = field(default_factory=lambda: {"reenact": 10, "swap": 10})
-    cond_drop_prob: float = 0.1
-    seed: int = 0
-    grad_accum: int = 1  # batch_size = num_workers x micro-batch x grad_accum
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    ema_decay: float = 0.0  # 0 = off; e.g. 0.9999 for long runs
-    gradient_checkpointing: bool = False
-    snr_gamma: float = 0.0  # 0 = plain MSE; 5.0 = min-SNR weighting
-    min_gap: int = 1  # video frames between a pair's source and target, at least
-    max_gap: int = 0  # ... and at most (0 = any)
-    pairs_per_clip: int = 4
-    checkpoint_every: int = 10
-    image_every: int = 0  # MLflow sample grids every N steps (0 = at the end only)
-    max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
-    prefetch: bool = True  # decode pairs in a DataLoader process ahead of the step (off on a CPU-only box)
-    cache_mb: int = 512  # per reader: keep raw shard bytes in memory across epochs when they fit (0 = re-read)
-    checkpoint_dir: str = ".work/ray_train"  # Ray Train storage: a path (relative to the repo) or s3:// / gs://
+    dir: Path = Path("weights")
+    backbone: str = "tiny"  # "tiny": a random SD-architecture stand-in built into dir; else a diffusers folder in dir
+    vision_encoder: str = "tiny"  # "tiny", or a transformers CLIP folder in dir
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    """Which clips are held out of training for evaluation (the same rule everywhere: facex_model.features)."""
+    """Which clips are held out of training for evaluation (the one rule: facex_data.layout.holdout_clips)."""
 
     holdout_every: int = 2  # clips sorted by id: every n-th one (n-1, 2n-1, ...) is held out; 0 = none
 
@@ -95,33 +67,44 @@ class TrackingParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
-    """The evaluate stage (pipelines/evaluate.py): held-out pairs, sampling settings, metrics."""
+class RegisterParams:
+    """The register stage (pipelines/register.py): which trained models, judged by which metrics file."""
 
-    models_dir: Path = Path("data/models")  # where the training stages save FaceXModel folders
-    models: tuple[str, ...] = ("generalist", "reenact", "swap")  # folders under models_dir to evaluate
+    models_dir: Path = Path("data/models")  # the training stages' output
+    models: tuple[str, ...] = ("generalist", "reenact", "swap")
+    metrics: Path = Path("metrics/metrics.json")  # the evaluate stage's output (headlines); else the held-out loss
+    out: Path = Path("data/registry.json")
+
+
+@dataclass(frozen=True)
+class ExamplesParams:
+    """The examples stage (pipelines/examples.py): a grid per model and task on two people of the demo clips."""
+
+    models_dir: Path = Path("data/models")
+    models: tuple[str, ...] = ("generalist", "reenact", "swap")
+    clips_dir: Path = Path("data/demo_clips")  # the demo_clips stage's output
+    out_dir: Path = Path("data/examples")
     steps: int = 10
     scheduler: Literal["ddim", "euler", "dpm"] = "ddim"
     cfg_scale: float = 2.0
-    max_pairs: int = 8  # per kind: cross-identity pairs (reenact and swap each) and self-reconstruction pairs
-    batch_size: int = 4
-    fid_features: str = "standin"  # "standin" (embedded only, labelled so) or an Inception folder in models.dir
     seed: int = 0
-    out_dir: Path = Path("metrics")
+    tile: int = 256
 
 
 @dataclass(frozen=True)
 class Params:
-    """Every section of a params file. Sections later stages add are new fields here."""
+    """Every section of a params file."""
 
-    sample: SampleSetConfig = field(default_factory=SampleSetConfig)
+    demo_clips: DemoClipsConfig = field(default_factory=DemoClipsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
-    models: ModelsParams = field(default_factory=ModelsParams)
-    compute: ComputeParams = field(default_factory=ComputeParams)
-    train: TrainParams = field(default_factory=TrainParams)
+    weights: WeightsParams = field(default_factory=WeightsParams)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitParams = field(default_factory=SplitParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterParams = field(default_factory=RegisterParams)
+    examples: ExamplesParams = field(default_factory=ExamplesParams)
 
 
 def params_path(explicit: str | os.PathLike | None = None) -> Path:

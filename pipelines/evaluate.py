@@ -4,7 +4,8 @@
 
 For each model folder (evaluate.models under evaluate.models_dir, or every --model given): cross-identity
 reenactment and swap (ID similarity, pose / expression / gaze L2, FID) and self-reconstruction (SSIM / PSNR / RMSE),
-paper §4.1. Writes into evaluate.out_dir:
+paper §4.1, on the held-out clips of evaluate.shards. Outputs are measured by the extractor backend the shards were
+written with (rebuilt from what their sample json records, weights from weights.dir). Writes into evaluate.out_dir:
 
     metrics.json                   {model: {reenact: {...}, swap: {...}, self_reconstruction: {...}, headline: {...}}}
     plots/<model>/<kind>.csv       one row per pair (source and target sample keys + every per-pair value)
@@ -18,7 +19,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from facex_data.extractors import build_extractors  # noqa: E402
-from facex_model.evaluation import (  # noqa: E402
-    CROSS_TASKS,
-    HeldOutFrames,
-    ModelReport,
-    SamplingSettings,
-    evaluate_model,
-)
-from facex_model.metrics import STANDIN, FaceMeasurer, build_fid  # noqa: E402
+from facex_data.extractors import ExtractorOptions, build_extractors  # noqa: E402
 from facex_model.model import CONFIG_NAME, FaceXModel  # noqa: E402
+from facex_train.evaluation import CROSS_TASKS, HeldOutFrames, ModelReport, evaluate_model  # noqa: E402
+from facex_train.metrics import STANDIN, FaceMeasurer, build_fid  # noqa: E402
 from pipelines.config import Params, ParamsError, load_params  # noqa: E402
 
 
@@ -103,23 +97,22 @@ def run(params: Params, models: dict[str, Path], progress: bool = True) -> dict[
         raise StageError(f"evaluate.max_pairs = {cfg.max_pairs}: FID needs at least 2 pairs")
     if cfg.batch_size < 1 or cfg.steps < 1:
         raise StageError("evaluate.batch_size and evaluate.steps must be >= 1")
-    shard_dir = params.extract.out_dir
+    shard_dir = cfg.shards
+    device = device_for(params)
     try:
         frames = HeldOutFrames(shard_dir, params.split.holdout_every)
         cross_pairs = frames.cross_identity_pairs(cfg.max_pairs, cfg.seed)
         self_pairs = frames.self_pairs(cfg.max_pairs, cfg.seed)
-        fid = build_fid(cfg.fid_features, Path(os.environ.get("FACEX_MODELS_DIR", params.models.dir)))
+        fid = build_fid(cfg.fid_features, params.weights.dir)
     except (FileNotFoundError, ValueError) as err:
         raise StageError(str(err)) from err
-    # the extract stage's backend options (models dir, device, detector), at the crop size the shards hold
-    options = dataclasses.replace(params.extract.extractor_options(), crop_size=frames.crop_size())
+    # the backend the shards were written with (detector, crop size), weights from the weights dir
+    options = ExtractorOptions.recorded(frames.first_meta(), params.weights.dir, device.type)
     try:
         extractors = build_extractors(frames.backend, options)
     except (FileNotFoundError, ValueError) as err:
         raise StageError(f"extractors to measure outputs with: {err}") from err
     measurer = FaceMeasurer(extractors)
-    settings = SamplingSettings(cfg.steps, cfg.scheduler, cfg.cfg_scale, cfg.seed, cfg.batch_size)
-    device = device_for(params)
     protocol = {
         "held_out_clips": len(frames.frames),
         "steps": cfg.steps,
@@ -146,7 +139,7 @@ def run(params: Params, models: dict[str, Path], progress: bool = True) -> dict[
                     f"{shard_dir} were written by the {frames.backend!r} backend: evaluate it on matching shards"
                 )
             report = evaluate_model(
-                model, name, frames, cross_pairs, self_pairs, measurer, fid, settings, device, on_pairs=bar.update
+                model, name, frames, cross_pairs, self_pairs, measurer, fid, cfg, device, on_pairs=bar.update
             )
             results[name] = finite(report.metrics | {"protocol": protocol})
             write_report(cfg.out_dir, name, report)
@@ -166,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params)
+        params = load_params(args.params, check_inputs=("evaluate",))
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

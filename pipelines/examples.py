@@ -1,10 +1,11 @@
 """DVC stage `examples`: one image grid per model and task (source | target | I_R | result) on embedded-sample faces.
 
-    python pipelines/examples.py [--params params.yaml] [--models-dir DIR] [--sample-dir DIR] [--out DIR]
+    python pipelines/examples.py [--params params.yaml] [--models-dir DIR] [--clips-dir DIR] [--out DIR]
 
-Reads the trained model folders (data/models/{generalist,reenact,swap}), takes a frame of two different people from
-the sample clips, runs each model's tasks through FaceXPipeline and writes data/examples/<model>_<task>.png plus
-index.json (what each grid shows, with the settings). Every grid carries the FaceX watermark and metadata.
+Reads the trained model folders (`examples.models` under `examples.models_dir`), takes a frame of two different
+people from the demo clips (`examples.clips_dir`), runs each model's tasks through FaceXPipeline and writes
+`examples.out_dir`/<model>_<task>.png plus index.json (what each grid shows, with the settings). Every grid carries
+the FaceX watermark and metadata.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (DVC): make `pipelines` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.config import ExamplesParams, ParamsError, load_params  # noqa: E402
 
 # which tasks show each model off: the specialists their own task, the generalist the rest (paper §4)
 MODEL_TASKS: dict[str, tuple[str, ...]] = {
@@ -29,55 +30,28 @@ MODEL_TASKS: dict[str, tuple[str, ...]] = {
 EDIT_REGIONS = ("lips", "eyes")
 
 
-@dataclass(frozen=True)
-class ExamplesConfig:
-    models_dir: Path = Path("data/models")
-    models: tuple[str, ...] = ("generalist", "reenact", "swap")
-    sample_dir: Path = Path("data/sample")
-    out_dir: Path = Path("data/examples")
-    steps: int = 10
-    scheduler: str = "ddim"
-    cfg_scale: float = 2.0
-    seed: int = 0
-    tile: int = 256
-    tasks: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(MODEL_TASKS))
+def people_frames(clips_dir: Path, pipe) -> list[tuple[str, Path, object]]:
+    """(person, clip, Face) for the first frame with a face of each person's first clip, in clip order.
 
+    The person of a clip is facex_data.layout.person_of (its ytb_id in celebvhq_info.json)."""
+    from facex_data.layout import person_of
+    from facex_data.manifest import ClipManifest
+    from facex_model.inputs import FaceXInputError, open_video
 
-def config_from_params(params) -> ExamplesConfig:
-    """An `examples` section when params has one; else the evaluate stage's sampling settings and the sample dir."""
-    section = getattr(params, "examples", None)
-    if section is not None:
-        known = {k: v for k, v in asdict(section).items() if k in ExamplesConfig.__dataclass_fields__}
-        return ExamplesConfig(**known)
-    ev = params.evaluate
-    return ExamplesConfig(
-        models_dir=ev.models_dir, models=tuple(ev.models), sample_dir=params.sample.out_dir,
-        steps=ev.steps, scheduler=ev.scheduler, cfg_scale=ev.cfg_scale, seed=ev.seed,
-    )  # fmt: skip
-
-
-def people_frames(sample_dir: Path, pipe) -> list[tuple[str, Path, object]]:
-    """(person, clip, Face) for the first frame with a face of each person's first clip, in name order."""
-    from facex_model.pipeline import FaceXInputError
-    from facex_model.video import _reader
-
-    clips = sorted(sample_dir.rglob("*.mp4"))
-    if not clips:
-        raise FileNotFoundError(f"no .mp4 clips under {sample_dir}: run the sample stage first (dvc repro sample)")
     seen: dict[str, tuple[str, Path, object]] = {}
-    for clip in clips:
-        person = clip.stem.rsplit("_", 1)[0]
+    for clip in ClipManifest.scan(clips_dir).clips:
+        person = person_of(clip.clip_id, clip.info)
         if person in seen:
             continue
-        reader, info = _reader(clip)
+        reader, info = open_video(clip.path)
         for index in sorted({0, info.n_frames // 2, info.n_frames - 1}):
             try:
-                seen[person] = (person, clip, pipe.detect(reader.frames([index])[0], f"{clip} frame {index}"))
+                seen[person] = (person, clip.path, pipe.detect(reader.frames([index])[0], f"{clip.path} frame {index}"))
                 break
             except FaceXInputError:
                 continue
     if len(seen) < 2:
-        raise ValueError(f"{sample_dir}: need clips of two different people with a detectable face, found {len(seen)}")
+        raise ValueError(f"{clips_dir}: need clips of two different people with a detectable face, found {len(seen)}")
     return list(seen.values())
 
 
@@ -92,7 +66,7 @@ def lower_face_mask(face) -> object:
     return mask
 
 
-def run(cfg: ExamplesConfig) -> dict:
+def run(cfg: ExamplesParams, weights_dir: Path | None = None) -> dict:
     from facex_model.pipeline import Edit, FaceXPipeline
     from facex_model.watermark import save_image
 
@@ -108,11 +82,11 @@ def run(cfg: ExamplesConfig) -> dict:
         if name in missing:
             print(f"skipping {name}: {cfg.models_dir / name} has no config.json", file=sys.stderr)
             continue
-        pipe = FaceXPipeline.from_pretrained(cfg.models_dir / name)
-        people = people or people_frames(cfg.sample_dir, pipe)
+        pipe = FaceXPipeline.from_pretrained(cfg.models_dir / name, weights_dir=weights_dir)
+        people = people or people_frames(cfg.clips_dir, pipe)
         (src_name, src_clip, source), (tgt_name, tgt_clip, target) = people[0], people[1]
         options = dict(steps=cfg.steps, scheduler=cfg.scheduler, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
-        for task in cfg.tasks.get(name, ()):
+        for task in MODEL_TASKS.get(name, ()):
             if task == "edit":
                 out = pipe.edit(target, [Edit(EDIT_REGIONS, source.frame)], **options)
             elif task == "inpaint":
@@ -136,22 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", help="params file (default: $FACEX_PARAMS or params.yaml)")
     parser.add_argument("--models-dir", type=Path, help="override the trained model folders' parent")
-    parser.add_argument("--sample-dir", type=Path, help="override the sample clips folder")
+    parser.add_argument("--clips-dir", type=Path, help="override the demo clips folder")
     parser.add_argument("--out", type=Path, help="override the output folder (data/examples)")
     parser.add_argument("--steps", type=int, help="override the denoising steps")
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_params(load_params(args.params))
+        params = load_params(args.params)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    overrides = {"models_dir": args.models_dir, "sample_dir": args.sample_dir, "out_dir": args.out,
+    overrides = {"models_dir": args.models_dir, "clips_dir": args.clips_dir, "out_dir": args.out,
                  "steps": args.steps}  # fmt: skip
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = replace(params.examples, **{k: v for k, v in overrides.items() if v is not None})
     from facex_model.pipeline import FaceXInputError
 
     try:
-        index = run(cfg)
+        index = run(cfg, params.weights.dir)
     except (FileNotFoundError, ValueError, FaceXInputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

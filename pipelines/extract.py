@@ -16,8 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pipelines` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facex_data.extraction import run_extraction  # noqa: E402
 from facex_data.paths import InputPath  # noqa: E402
-from facex_data.pipeline import run_extraction  # noqa: E402
 from pipelines.config import ParamsError, load_params  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["progress"] = False
     cfg = dataclasses.replace(params.extract, **overrides)
     try:
-        summary = run_extraction(cfg)
+        summary = run_extraction(cfg, params.weights.dir)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,15 +2,15 @@
 
     python pipelines/register.py [--params params.yaml] [--models generalist reenact swap]
 
-For each model dir data/models/<name>/: logs it in an MLflow run (artifacts: the safetensors trainable
-part + config; the backbone is referenced by path), registers a new version of `<prefix>-<name>`
-(`tracking.model_prefix`), tags it with its headline metric, and points the `champion` alias at it
-only when that metric is at least as good as the current champion's. The headline comes from the
-evaluate stage (metrics/metrics.json: `<name>.headline`); without it, the held-out denoising loss the
-training stage recorded (data/models/<name>/train_metrics.json; lower is better).
+For each model dir `register.models_dir`/<name>/ (`register.models`): logs it in an MLflow run (artifacts:
+the safetensors trainable part + config; the backbone is referenced by path), registers a new version of
+`<prefix>-<name>` (`tracking.model_prefix`), tags it with its headline metric, and points the `champion`
+alias at it only when that metric is at least as good as the current champion's. The headline comes from
+the evaluate stage (`register.metrics`: `<name>.headline`); without it, the held-out denoising loss the
+training stage recorded (<model dir>/train_metrics.json; lower is better).
 
-Writes data/registry.json: per model, the new version, its headline, and the champion after the
-decision. Works unchanged against a shared `mlflow server` (tracking.uri: http://...).
+Writes `register.out` (data/registry.json): per model, the new version, its headline, and the champion
+after the decision. Works unchanged against a shared `mlflow server` (tracking.uri: http://...).
 
     mlflow.pyfunc.load_model("models:/facex-swap@champion")   # or: facex swap --model models:/facex-swap@champion
 """
@@ -27,11 +27,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pipelines` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import REPO_ROOT, ParamsError, load_params  # noqa: E402
-from pipelines.train import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
+from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
 ALIAS = "champion"
-REGISTRY_OUT = REPO_ROOT / "data" / "registry.json"
 
 
 def headline_for(name: str, model_dir: Path, metrics_file: Path) -> dict[str, Any]:
@@ -125,19 +124,21 @@ def register_model(name: str, model_dir: Path, metrics_file: Path, prefix: str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", help="params file (default: $FACEX_PARAMS or params.yaml)")
-    parser.add_argument("--models", nargs="+", help="model names under data/models (default: generalist + specialists)")
-    parser.add_argument("--models-dir", type=Path, help="where the model folders are (default: evaluate.models_dir)")
-    parser.add_argument("--metrics", type=Path, help="evaluate stage's metrics.json (default: evaluate.out_dir)")
-    parser.add_argument("--out", type=Path, default=REGISTRY_OUT, help="where to write the registry summary")
+    parser.add_argument("--models", nargs="+", help="model names under the models dir (default: register.models)")
+    parser.add_argument("--models-dir", type=Path, help="where the model folders are (default: register.models_dir)")
+    parser.add_argument("--metrics", type=Path, help="evaluate stage's metrics.json (default: register.metrics)")
+    parser.add_argument("--out", type=Path, help="where to write the registry summary (default: register.out)")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    names = args.models or ["generalist", *params.train.specialist_steps]
-    metrics_file = args.metrics or Path(params.evaluate.out_dir) / "metrics.json"
-    models_dir = Path(args.models_dir or params.evaluate.models_dir)
+    cfg = params.register
+    names = args.models or list(cfg.models)
+    metrics_file = args.metrics or cfg.metrics
+    models_dir = Path(args.models_dir or cfg.models_dir)
+    out = args.out or cfg.out
     missing = [n for n in names if not (models_dir / n / "config.json").is_file()]
     if missing:
         print(f"error: no trained model in {', '.join(str(models_dir / n) for n in missing)}; run the training "
@@ -155,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"tracking_uri": tracking_uri(params), "models": results}, indent=1) + "\n")
-    print(f"registry summary in {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"tracking_uri": tracking_uri(params), "models": results}, indent=1) + "\n")
+    print(f"registry summary in {out}")
     return 0
 
 

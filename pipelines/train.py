@@ -4,12 +4,12 @@
     python pipelines/train.py reenact    [--params params.yaml]      # specialists start from the generalist
     python pipelines/train.py swap       [--params params.yaml]
 
-Reads the extract stage's shards (minus the held-out clips, `split.holdout_every`), trains for
-`train.generalist_steps` / `train.specialist_steps[<task>]` on `compute.num_workers` workers, and
-writes the model to data/models/<stage>/ (config.json + facex_trainable.safetensors +
-train_metrics.json). Checkpoints live under .work/ray_train/: killing the job and running the same
-command again resumes from the last checkpoint. One MLflow run per stage (params, git commit, the
-shards' DVC hash, per-step metrics, sample grids) in `tracking.uri`.
+Reads `train.shards` (the extract stage's output, minus the held-out clips, `split.holdout_every`),
+trains for `train.generalist_steps` / `train.specialist_steps[<task>]` on `compute.num_workers`
+workers, and writes the model to `train.out_dir`/<stage>/ (config.json + facex_trainable.safetensors
++ train_metrics.json). Checkpoints live under `train.checkpoint_dir`: killing the job and running
+the same command again resumes from the last checkpoint. One MLflow run per stage (params, git
+commit, the shards' DVC hash, per-step metrics, sample grids) in `tracking.uri`.
 
 Without a cluster it starts a local Ray and stops it at the end; under `ray job submit` (RAY_ADDRESS
 set) it runs on that cluster:
@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,32 +30,33 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
+from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
-TINY_BACKBONE = "tiny-sd15"  # models.backbone: tiny is built once into the models dir under this name
+TINY_BACKBONE = "tiny-sd15"  # weights.backbone: tiny is built once into the weights dir under this name
 
 
 def resolve_backbone(params: Params) -> tuple[Path, Path | None]:
-    """(backbone folder, CLIP folder or None): the tiny stand-in (built once, deterministically) or the models dir's."""
-    models = params.models
-    models_dir = Path(os.environ.get("FACEX_MODELS_DIR", models.dir))
-    if models.backbone == "tiny":
+    """(backbone folder, CLIP folder or None) in `weights.dir`: the tiny stand-in (built once, deterministically)
+    or the diffusers / transformers folders named by `weights.backbone` / `weights.vision_encoder`."""
+    weights = params.weights
+    if weights.backbone == "tiny":
         from facex_model.backbone import build_tiny_backbone
 
-        backbone = models_dir / TINY_BACKBONE
+        backbone = weights.dir / TINY_BACKBONE
         if not (backbone / "unet").is_dir():
             build_tiny_backbone(backbone, seed=0)  # deterministic: every machine builds the same one
     else:
-        backbone = models_dir / models.backbone
+        backbone = weights.dir / weights.backbone
         if not (backbone / "unet").is_dir():
             raise ParamsError(
-                f"models.backbone: {backbone} has no unet/ folder; put the diffusers SD-1.5 folder there "
+                f"weights.backbone: {backbone} has no unet/ folder; put the diffusers SD-1.5 folder there "
                 "(README 'Real data and weights')"
             )
     clip = None
-    if models.vision_encoder != "tiny":
-        clip = models_dir / models.vision_encoder
+    if weights.vision_encoder != "tiny":
+        clip = weights.dir / weights.vision_encoder
         if not (clip / "config.json").is_file():
-            raise ParamsError(f"models.vision_encoder: {clip}/config.json not found; put CLIP ViT-L/14 there")
+            raise ParamsError(f"weights.vision_encoder: {clip}/config.json not found; put CLIP ViT-L/14 there")
     return backbone, clip
 
 
@@ -68,129 +68,68 @@ def checkpoint_storage(params: Params) -> str:
     return str(REPO_ROOT / where)
 
 
-def tracking_uri(params: Params) -> str:
-    """$MLFLOW_TRACKING_URI if set (how a cluster points every job at its server), else `tracking.uri`;
-    a relative sqlite path is made absolute against the repo."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return prefix + str(REPO_ROOT / uri[len(prefix) :])
-    return uri
+def model_config(params: Params, stage: str, task: str) -> tuple[dict, str | None]:
+    """(the complete FaceXConfig json this stage trains, the model dir it starts from or None).
 
+    The generalist: `train.model`'s sizes on the backbone, with the dimensions the shards' extractor backend fixes.
+    A specialist: the generalist's config with this stage's task, starting from the generalist's weights."""
+    from dataclasses import asdict, replace
 
-def ensure_experiment(params: Params) -> str:
-    """The MLflow experiment id for `tracking.experiment` (created with the local artifact root if new)."""
-    import mlflow
+    from facex_data.layout import shard_backend
+    from facex_model.features import backend_config
+    from facex_model.model import FaceXConfig, FaceXModel
 
-    mlflow.set_tracking_uri(tracking_uri(params))
-    found = mlflow.get_experiment_by_name(params.tracking.experiment)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if tracking_uri(params).startswith("sqlite:"):
-        location = Path(params.tracking.artifact_dir).resolve().as_uri()
-    return mlflow.create_experiment(params.tracking.experiment, artifact_location=location)
-
-
-def git_commit() -> str:
+    train = params.train
+    backbone, clip = resolve_backbone(params)
+    fixed = {"backbone_path": str(backbone), "clip_path": str(clip) if clip else None, "task": task,
+             "cond_drop_prob": train.cond_drop_prob, "resolution": train.resolution}  # fmt: skip
+    if stage == "generalist":
+        backend = backend_config(shard_backend(train.shards))
+        return FaceXConfig(**asdict(train.model), **backend, **fixed).to_json(), None
+    init_from = train.out_dir / "generalist"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def dvc_hash(path: Path) -> str:
-    """The DVC md5 of a stage output as recorded in dvc.lock ('unknown' outside DVC)."""
-    lock = REPO_ROOT / "dvc.lock"
-    if not lock.is_file():
-        return "unknown"
-    import yaml
-
-    rel = os.path.relpath(path, REPO_ROOT)
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-        for out in stage.get("outs", []):
-            if out.get("path") == rel:
-                return str(out.get("md5", "unknown"))
-    return "unknown"
+        generalist = FaceXModel.read_config(init_from)
+    except FileNotFoundError as err:
+        raise ParamsError(f"{init_from}: no generalist model; run the train_generalist stage first") from err
+    return replace(generalist, **fixed).to_json(), str(init_from)
 
 
 def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
     """The TrainJob for a stage, plus its MLflow params."""
-    from facex_model import features
-    from facex_model.train import DEFAULT_TASK, TrainJob
+    from facex_data.layout import holdout_clips, written_clips
+    from facex_train.train import DEFAULT_TASK, TrainJob
 
-    train, compute = params.train, params.compute
-    models_out = Path(params.evaluate.models_dir)  # one place for the model folders (evaluate/register read them)
+    train = params.train
     if stage == "generalist":
-        steps, init_from = train.generalist_steps, None
+        steps = train.generalist_steps
     elif stage in train.specialist_steps:
-        steps, init_from = train.specialist_steps[stage], str(models_out / "generalist")
-        if not (Path(init_from) / "config.json").is_file():
-            raise ParamsError(f"{init_from}: no generalist model; run the train_generalist stage first")
+        steps = train.specialist_steps[stage]
     else:
         known = ", ".join(["generalist", *train.specialist_steps])
         raise ParamsError(f"unknown training stage {stage!r}; known: {known} (train.specialist_steps)")
-    shards = Path(params.extract.out_dir)
-    clips = features.written_clips(shards)
-    holdout = sorted(features.holdout_clips(clips, params.split.holdout_every))
-    backbone, clip = resolve_backbone(params)
-    overrides = features.config_overrides_for_backend(features.shard_backend(shards))
-    if params.models.backbone == "tiny":
-        from facex_model.model import FaceXConfig
-
-        tiny = FaceXConfig.tiny(backbone).to_json()
-        overrides = {k: tiny[k] for k in tiny if k not in ("backbone_path", "clip_path")} | overrides
-    overrides["extractors"] = features.shard_backend(shards)
+    clips = written_clips(train.shards)
+    holdout = sorted(holdout_clips(clips, params.split.holdout_every))
+    task = DEFAULT_TASK.get(stage, stage)
+    model, init_from = model_config(params, stage, task)
     job = TrainJob(
-        name=stage,
-        task=DEFAULT_TASK.get(stage, stage),
-        shards=str(shards),
-        out_dir=str(out_dir or models_out / stage),
+        name=stage, task=task, steps=steps, model_config=model, train=train, compute=params.compute,
+        init_from=init_from, holdout=holdout, model_dir=str(out_dir or train.out_dir / stage),
         storage_path=checkpoint_storage(params),
-        backbone_path=str(backbone),
-        clip_path=str(clip) if clip else None,
-        init_from=init_from,
-        model_overrides=overrides,
-        steps=steps,
-        batch_size=train.batch_size,
-        grad_accum=train.grad_accum,
-        learning_rate=train.learning_rate,
-        warmup_steps=train.warmup_steps,
-        max_grad_norm=train.max_grad_norm,
-        ema_decay=train.ema_decay,
-        gradient_checkpointing=train.gradient_checkpointing,
-        snr_gamma=train.snr_gamma,
-        mixed_precision=compute.mixed_precision,
-        cond_drop_prob=train.cond_drop_prob,
-        resolution=train.resolution,
-        min_gap=train.min_gap,
-        max_gap=train.max_gap,
-        pairs_per_clip=train.pairs_per_clip,
-        prefetch=train.prefetch,
-        cache_mb=train.cache_mb,
-        holdout=holdout,
-        checkpoint_every=train.checkpoint_every,
-        image_every=train.image_every,
-        seed=train.seed,
-        num_workers=compute.num_workers,
-        use_gpu=compute.use_gpu,
-        max_failures=train.max_failures,
         tracking_uri=tracking_uri(params),
-    )
+    )  # fmt: skip
     run_params = {
         "stage": stage,
         "task": job.task,
         "steps": steps,
         "init_from": init_from or "",
-        "backbone": params.models.backbone,
-        "vision_encoder": params.models.vision_encoder,
-        "extractors": overrides["extractors"],
+        "backbone": params.weights.backbone,
+        "vision_encoder": params.weights.vision_encoder,
+        "extractors": model["extractors"],
         "train_clips": len(clips) - len(holdout),
         "heldout_clips": len(holdout),
-        **{f"train.{k}": v for k, v in dataclasses.asdict(train).items() if k not in ("specialist_steps",)},
-        **{f"compute.{k}": v for k, v in dataclasses.asdict(compute).items()},
+        **{f"train.{k}": v for k, v in dataclasses.asdict(train).items() if k not in ("specialist_steps", "model")},
+        **{f"train.model.{k}": v for k, v in dataclasses.asdict(train.model).items()},
+        **{f"compute.{k}": v for k, v in dataclasses.asdict(params.compute).items()},
     }
     return job, run_params
 
@@ -202,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="model dir to write (default data/models/<stage>)")
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params, check_inputs=())
+        params = load_params(args.params, check_inputs=("train",))
         job, run_params = build_job(params, args.stage, args.out)
     except (ParamsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -211,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import ray
 
-    from facex_model.train import fit
+    from facex_train.train import fit
 
     experiment = ensure_experiment(params)
     # a resumed job continues its MLflow run (the id is kept beside the checkpoints when they are local)
@@ -225,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if run_id is None:
             mlflow.log_params(run_params)
             mlflow.set_tags(
-                {"git_commit": git_commit(), "dvc.shards_md5": dvc_hash(Path(job.shards)), "facex.stage": args.stage,
+                {"git_commit": git_commit(), "dvc.shards_md5": dvc_hash(job.train.shards), "facex.stage": args.stage,
                  "ray_train.run_name": job.run_name()}
             )  # fmt: skip
         job.mlflow_run_id = run.info.run_id
@@ -234,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.environ.get("RAY_ADDRESS"):
                 ray.init(log_to_driver=True)
             else:
-                ray.init(num_cpus=max(job.num_workers, os.cpu_count() or 1), include_dashboard=False)
+                ray.init(num_cpus=max(job.compute.num_workers, os.cpu_count() or 1), include_dashboard=False)
         try:
             summary = fit(job)
         finally:
@@ -242,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 ray.shutdown()
         if summary.get("heldout_loss") is not None:
             mlflow.log_metric("final_heldout_loss", summary["heldout_loss"])
-        mlflow.log_artifacts(job.out_dir, artifact_path="model")
+        mlflow.log_artifacts(job.model_dir, artifact_path="model")
     print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
-    print(f"model in {job.out_dir}; MLflow run {run.info.run_id} in {job.tracking_uri}")
+    print(f"model in {job.model_dir}; MLflow run {run.info.run_id} in {job.tracking_uri}")
     return 0
 
 

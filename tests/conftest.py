@@ -38,9 +38,9 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory) -> Path:
     """A small CelebV-HQ-layout sample set (2 people x 1 clip, 256 px, ~1.2 s) for fast tests."""
-    from facex_data.sample import SampleSetConfig, make_sample_set
+    from facex_data.demo_clips import DemoClipsConfig, make_demo_clips
 
     out = tmp_path_factory.mktemp("sample")
-    cfg = SampleSetConfig(out_dir=out, seed=7, clips_per_person=1, size=256, min_seconds=1.0, max_seconds=1.4)
-    make_sample_set(cfg, progress=False)
+    cfg = DemoClipsConfig(out_dir=out, seed=7, clips_per_person=1, size=256, min_seconds=1.0, max_seconds=1.4)
+    make_demo_clips(cfg, progress=False)
     return out

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facex_data.manifest import SamplingPolicy
-from facex_data.pipeline import ExtractConfig, run_extraction
-from facex_data.shards import iter_tar_samples
+from facex_data.extraction import ExtractConfig, run_extraction
+from facex_data.manifest import FrameSelection
+from facex_data.shards import iter_samples
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -91,7 +91,7 @@ def bad_input_run(bad_input_dir, tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     out = tmp_path_factory.mktemp("bad_shards")
     cfg = ExtractConfig(
-        input_dir=bad_input_dir, out_dir=out, sampling=SamplingPolicy(frames_per_clip=3, min_clip_frames=4),
+        input_dir=bad_input_dir, out_dir=out, frames=FrameSelection(frames_per_clip=3, min_clip_frames=4),
         clips_per_shard=4, batch_size=3, progress=False, decode_timeout_s=60.0,
     )
     try:
@@ -131,7 +131,7 @@ def test_two_face_clip_keeps_the_largest_face_and_records_it(bad_input_run):
     entry = clips["two_faces"]
     assert entry["status"] == "written" and entry["multi_face_frames"] == entry["frames"] == 3
     assert "largest" in entry["note"]
-    metas = [json.loads(s["json"]) for tar in sorted(out.glob("shard-*.tar")) for s in iter_tar_samples(tar)
+    metas = [json.loads(s["json"]) for tar in sorted(out.glob("shard-*.tar")) for s in iter_samples(tar)
              if s["__key__"].startswith("two_faces/")]
     assert len(metas) == 3
     for meta in metas:
@@ -143,6 +143,6 @@ def test_run_finishes_with_every_clip_in_the_ledger_and_all_good_samples(bad_inp
     summary, clips, out = bad_input_run
     assert set(clips) == {p.stem for p in (bad_input_dir / "35666").glob("*.mp4")}
     assert summary.clips_written == 5 and summary.clips_skipped == 6
-    keys = [s["__key__"] for tar in sorted(out.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
+    keys = [s["__key__"] for tar in sorted(out.glob("shard-*.tar")) for s in iter_samples(tar)]
     assert len(keys) == len(set(keys)) == summary.samples == 15
     assert sorted({k.split("/")[0] for k in keys}) == ["good", "grayscale", "hd_1280x720", "two_faces", "vfr"]

@@ -28,7 +28,7 @@ def clip_features(real_data, offline) -> dict:
     for name in CLIPS:
         vr = decord.VideoReader(str(real_data / "videos" / f"{name}.mp4"), num_threads=1)
         n = len(vr)
-        feats = offline(vr.get_batch([n // 6, n // 2, 5 * n // 6]).asnumpy())
+        feats = offline.features(vr.get_batch([n // 6, n // 2, 5 * n // 6]).asnumpy())
         assert all(f is not None for f in feats), f"{name}: a frame without a detected face"
         out[name] = feats
     return out
@@ -78,7 +78,7 @@ def test_mirrored_frame_flips_the_sign_of_yaw(real_data, offline):
     vr = decord.VideoReader(str(real_data / "videos" / "p03.mp4"), num_threads=1)  # the clip with head turns
     frames = vr.get_batch(list(range(0, len(vr), 90))).asnumpy()
     turned = 0
-    for frame, mirror in zip(offline(frames), offline(frames[:, :, ::-1].copy())):
+    for frame, mirror in zip(offline.features(frames), offline.features(frames[:, :, ::-1].copy())):
         y, ym = frame.tdmm[yaw][0], mirror.tdmm[yaw][0]
         if abs(y) > np.radians(8):  # a clear head turn; near-frontal yaw is within landmark noise
             turned += 1

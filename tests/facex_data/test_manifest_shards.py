@@ -11,32 +11,31 @@ import pytest
 import webdataset as wds
 
 from facex_data import schema
-from facex_data.manifest import ClipManifest, SamplingPolicy
+from facex_data.layout import complete_shards, shard_stats, shard_tar
+from facex_data.manifest import ClipManifest, FrameSelection
 from facex_data.shards import (
     ShardWriter,
-    complete_shards,
+    decode_arrays,
     decode_npy,
     encode_jpg,
     encode_json,
     encode_npy,
     encode_png,
-    iter_tar_samples,
-    open_shards,
-    shard_stats,
-    shard_tar,
+    iter_clips,
+    iter_samples,
 )
 
 
 def test_per_clip_sampling_spreads_frames_and_skips_short_clips():
-    policy = SamplingPolicy(mode="per_clip", frames_per_clip=4, min_clip_frames=4)
+    policy = FrameSelection(mode="per_clip", frames_per_clip=4, min_clip_frames=4)
     assert policy.indices(100, 25.0) == [12, 37, 62, 87]
     assert policy.indices(3, 25.0) == []
 
 
 def test_every_k_and_fps_sampling():
-    assert SamplingPolicy(mode="every_k", every_k=10, min_clip_frames=1).indices(35, 30.0) == [0, 10, 20, 30]
-    assert SamplingPolicy(mode="fps", fps=5.0, min_clip_frames=1).indices(30, 30.0) == [0, 6, 12, 18, 24]
-    capped = SamplingPolicy(mode="every_k", every_k=1, min_clip_frames=1, max_frames_per_clip=3)
+    assert FrameSelection(mode="every_k", every_k=10, min_clip_frames=1).indices(35, 30.0) == [0, 10, 20, 30]
+    assert FrameSelection(mode="fps", fps=5.0, min_clip_frames=1).indices(30, 30.0) == [0, 6, 12, 18, 24]
+    capped = FrameSelection(mode="every_k", every_k=1, min_clip_frames=1, max_frames_per_clip=3)
     assert capped.indices(100, 25.0) == [0, 1, 2]
 
 
@@ -103,14 +102,16 @@ def test_shards_read_back_with_webdataset_tar_and_the_reader(tmp_path):
     plain = list(wds.WebDataset([str(path)], shardshuffle=False, empty_check=False))
     assert [s["__key__"] for s in plain] == keys
     assert all(set(schema.SAMPLE_KEYS) <= set(s) for s in plain)
-    assert [s["__key__"] for s in iter_tar_samples(path)] == keys
+    assert [s["__key__"] for s in iter_samples(path)] == keys
     listing = subprocess.run(["tar", "tf", str(path)], capture_output=True, text=True, check=True).stdout.split()
     assert listing[:7] == [f"clip_a/000000.{ext}" for ext in schema.SAMPLE_KEYS]
-    decoded = list(open_shards(tmp_path, shuffle=0, shardshuffle=False))
+    decoded = [decode_arrays(s) for url in complete_shards(tmp_path) for s in iter_samples(url)]
     assert [s["__key__"] for s in decoded] == keys
     s = decoded[0]
-    assert tuple(s["image"].shape) == (3, 32, 32) and s["id"].shape == (128,) and s["parsing"].shape == (32, 32)
+    assert s["image"].shape == (32, 32, 3) and s["id"].shape == (128,) and s["parsing"].shape == (32, 32)
     assert s["meta"] == {"clip_id": "clip_a", "frame_index": 0}
+    clips = [(clip, [f["__key__"] for f in frames]) for clip, frames in iter_clips(str(path))]
+    assert clips == [("clip_a", keys[:2]), ("clip.b", keys[2:])]
 
 
 def test_npy_members_decode_like_np_load():

@@ -9,19 +9,22 @@ import torch
 
 from facex_data import schema
 from facex_data.extractors import AlignedFaces, ExtractorOptions
+from facex_data.extractors.align import crop_template
 from facex_data.extractors.nets import CheckpointError, read_state_dict
 from facex_data.extractors.nets.bisenet import BiSeNet
 from facex_data.extractors.nets.heads import L2CS, ReconNet
 from facex_data.extractors.nets.iresnet import IRESNET100, IResNet
 from facex_data.extractors.nets.resnet import RESNET50
-from facex_data.extractors.offline import crop_template
 from facex_data.extractors.paper import (
+    DEEP3D_INPUT,
     ArcFaceIdentity,
     BiSeNetParsing,
     Deep3DCoefficients,
     L2CSGaze,
     ScrfdAligner,
+    deep3d_crop,
     layer4_tensor,
+    load_lm3d,
 )
 from facex_data.standins import SMALL, write_arcface_onnx, write_lm3d, write_scrfd
 
@@ -38,12 +41,12 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def faces() -> tuple[AlignedFaces, np.ndarray]:
+def faces() -> AlignedFaces:
     """Two random aligned crops with their 5 points where the aligner puts them."""
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (2, CROP, CROP, 3), dtype=np.uint8)
     points5 = np.stack([crop_template(CROP)] * 2).astype(np.float32)
-    return AlignedFaces(crops, np.zeros((2, 68, 2), np.float32)), points5
+    return AlignedFaces(crops, np.zeros((2, 68, 2), np.float32), points5)
 
 
 def test_iresnet100_public_layout_loads_and_gives_embedding_and_8x8_map(tmp_path, faces):
@@ -59,7 +62,7 @@ def test_iresnet100_public_layout_loads_and_gives_embedding_and_8x8_map(tmp_path
     path = tmp_path / "glint360k_r100.pth"
     torch.save(state, path)
     identity = ArcFaceIdentity(OPTIONS, path)
-    embedding, idmap = identity(*faces)
+    embedding, idmap = identity(faces)
     assert embedding.shape == (2, schema.ID_DIM["paper"]) and embedding.dtype == np.float32
     assert idmap.shape == (2, *schema.IDMAP_SHAPE) == (2, 512, 8, 8) and idmap.dtype == np.float16
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
@@ -78,8 +81,8 @@ def test_arcface_onnx_surgery_exposes_layer4_and_matches_torch(tmp_path, faces):
     assert layer4_tensor(graph).startswith("/layer4/")
     by_onnx = ArcFaceIdentity(OPTIONS, onnx_path)
     assert by_onnx.runner.trunk is not None  # the 128-px map comes from the extracted trunk
-    emb_onnx, map_onnx = by_onnx(*faces)
-    emb_torch, map_torch = ArcFaceIdentity(OPTIONS, pth)(*faces)
+    emb_onnx, map_onnx = by_onnx(faces)
+    emb_torch, map_torch = ArcFaceIdentity(OPTIONS, pth)(faces)
     assert map_onnx.shape == (2, 512, 8, 8) and map_onnx.dtype == np.float16
     np.testing.assert_allclose(emb_onnx, emb_torch, atol=1e-4)
     np.testing.assert_allclose(map_onnx.astype(np.float32), map_torch.astype(np.float32), atol=2e-3)
@@ -89,7 +92,7 @@ def test_arcface_onnx_fixed_to_one_image_still_runs_a_batch(tmp_path, faces):
     path = write_arcface_onnx(tmp_path / "r.onnx", SMALL, dynamic_batch=False)
     identity = ArcFaceIdentity(OPTIONS, path)
     assert identity.runner.per_sample
-    embedding, idmap = identity(*faces)
+    embedding, idmap = identity(faces)
     assert embedding.shape == (2, 512) and idmap.shape == (2, 512, 8, 8)
 
 
@@ -111,7 +114,7 @@ def test_bisenet_79999_iter_layout_gives_19_class_map_at_crop_size(tmp_path, fac
     assert state["conv_out16.conv_out.weight"].shape == (19, 64, 1, 1)
     path = tmp_path / "79999_iter.pth"
     torch.save(state, path)
-    parsing = BiSeNetParsing(OPTIONS, path)(faces[0])
+    parsing = BiSeNetParsing(OPTIONS, path)(faces)
     assert parsing.shape == (2, CROP, CROP) and parsing.dtype == np.uint8
     assert parsing.max() < 19
 
@@ -133,7 +136,7 @@ def test_deep3dfacerecon_checkpoint_gives_257_or_261_coefficients(tmp_path, face
     path = tmp_path / "epoch_20.pth"
     torch.save({"net_recon": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 20}, path)
     extractor = Deep3DCoefficients(OPTIONS, path, write_lm3d(tmp_path / "similarity_Lm3D_all.mat"))
-    coeffs = extractor(*faces)
+    coeffs = extractor(faces)
     dim = 261 if pupil else 257
     assert coeffs.shape == (2, dim) and coeffs.dtype == np.float32
     named = schema.split_tdmm(coeffs, "paper")
@@ -171,7 +174,7 @@ def test_l2cs_gaze360_checkpoint_gives_yaw_pitch_radians(tmp_path, faces):
     assert state["fc_finetune.weight"].shape == (3, 2051)
     path = tmp_path / "L2CSNet_gaze360.pkl"
     torch.save(state, path)
-    gaze = L2CSGaze(OPTIONS, path)(*faces)
+    gaze = L2CSGaze(OPTIONS, path)(faces)
     assert gaze.shape == (2, schema.GAZE_DIM) and gaze.dtype == np.float32
     assert np.all(np.abs(gaze) <= np.pi)
 
@@ -222,3 +225,52 @@ def test_non_detector_onnx_is_refused_as_detector(tmp_path):
     path = write_arcface_onnx(tmp_path / "det_10g.onnx", SMALL)
     with pytest.raises(CheckpointError, match="not an SCRFD detector"):
         ScrfdAligner(OPTIONS, path)
+
+
+def _upstream_align_img(image: np.ndarray, lm5: np.ndarray, lm3d: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Deep3DFaceRecon_pytorch's `util/preprocess.py` POS + `resize_n_crop_img`, re-derived here from upstream's
+    formulas in upstream's own array conventions ((2, N) points, (8, 1) solutions, numpy int32 casts), for a
+    (H, W, 3) image and its 5 points after upstream's loader flipped y (`lm[:, -1] = H - 1 - lm[:, -1]`)."""
+    from PIL import Image
+
+    xp, x = lm5.T, lm3d.T  # POS(lm5p.transpose(), lm3D.transpose())
+    npts = xp.shape[1]
+    a = np.zeros([2 * npts, 8])
+    a[0 : 2 * npts - 1 : 2, 0:3] = x.transpose()
+    a[0 : 2 * npts - 1 : 2, 3] = 1
+    a[1 : 2 * npts : 2, 4:7] = x.transpose()
+    a[1 : 2 * npts : 2, 7] = 1
+    b = np.reshape(xp.transpose(), [2 * npts, 1])
+    k = np.linalg.lstsq(a, b, rcond=None)[0]
+    s = (np.linalg.norm(k[0:3]) + np.linalg.norm(k[4:7])) / 2
+    t = np.stack([k[3], k[7]], axis=0)
+    s = 102.0 / s
+    img = Image.fromarray(image)
+    w0, h0 = img.size
+    w = (w0 * s).astype(np.int32)
+    h = (h0 * s).astype(np.int32)
+    left = (w / 2 - 224.0 / 2 + ((t[0] - w0 / 2) * s).item()).astype(np.int32)
+    up = (h / 2 - 224.0 / 2 + ((h0 / 2 - t[1]) * s).item()).astype(np.int32)
+    img = img.resize((int(w), int(h)), resample=Image.Resampling.BICUBIC)
+    img = img.crop((int(left), int(up), int(left) + 224, int(up) + 224))
+    return np.asarray(img), (int(w), int(h), int(left), int(up))
+
+
+def test_deep3dfacerecon_crop_equals_upstream_align_img(tmp_path):
+    """Same integer truncations, PIL BICUBIC resize and crop offsets as upstream (pixel for pixel), on faces of
+    several sizes and positions, including crops that reach past the image (filled with black as PIL does)."""
+    lm3d = load_lm3d(write_lm3d(tmp_path / "similarity_Lm3D_all.mat"))
+    rng = np.random.default_rng(3)
+    for size, scale, shift in ((128, 0.5, (0, 0)), (256, 0.45, (9.3, -4.1)), (512, 0.3, (-60.7, 40.2)),
+                               (256, 1.1, (0.5, 0.5))):  # fmt: skip
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        jitter = rng.normal(0, 1.5, (5, 2))
+        points5 = (crop_template(size) - size / 2) * scale / 0.55 + size / 2 + np.array(shift) + jitter
+        points5 = points5.astype(np.float32)
+        ours = deep3d_crop(image, points5, lm3d)
+        flipped = points5.copy()
+        flipped[:, 1] = size - 1 - flipped[:, 1]
+        theirs, (w, h, left, up) = _upstream_align_img(image, flipped, lm3d)
+        assert ours.shape == theirs.shape == (DEEP3D_INPUT, DEEP3D_INPUT, 3)
+        assert np.array_equal(ours, theirs), (size, scale, shift, w, h, left, up)
+    assert left < 0 or up < 0 or left + 224 > w or up + 224 > h  # the last face reaches past the image

@@ -131,7 +131,7 @@ def sample_frames(small_sample, tmp_path_factory) -> dict[str, Path]:
     """One frame of each person's clip in the embedded sample set."""
     from PIL import Image
 
-    from facex_model.video import first_frame
+    from facex_model.inputs import first_frame
 
     out = tmp_path_factory.mktemp("sample_frames")
     frames = {}

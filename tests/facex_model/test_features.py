@@ -1,4 +1,4 @@
-"""Shard samples / extracted features -> model inputs, and the held-out split."""
+"""Shard samples / extracted features -> model inputs, and model images back to pixels."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_offline_sample_maps_to_the_tiny_config_layout():
     assert x["id"].shape == (1, 128)
     assert x["pose"].tolist() == [0.0, 1.0, 2.0]  # angles 0:3, translation 3:6 is not a model input
     assert x["expression"].tolist() == [float(i) for i in range(6, 16)]
-    dims = features.config_overrides_for_backend("offline")["vector_dims"]
+    dims = features.backend_config("offline")["vector_dims"]
     assert {k: v.shape[-1] for k, v in x.items() if k in dims} == {k: v for k, v in dims.items() if v}
 
 
@@ -62,14 +62,12 @@ def test_collate_prefixes_sides():
     assert batch["source_image"].shape == (3, 3, 8, 8) and batch["target_id"].shape == (3, 1, 128)
 
 
-def test_holdout_split_is_disjoint_and_stable():
-    clips = ["b_0", "a_1", "a_0", "b_1"]
-    held = features.holdout_clips(clips, 2)
-    assert held == {"a_1", "b_1"}
-    assert features.holdout_clips(list(reversed(clips)), 2) == held
-    assert features.holdout_clips(clips, 0) == set()
-    with pytest.raises(ValueError, match="holdout_every"):
-        features.holdout_clips(clips, 1)
+def test_to_uint8_inverts_image_tensor_and_clamps():
+    hwc = np.random.default_rng(4).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    images = torch.stack([features.image_tensor(h, 8) for h in hwc])
+    assert np.array_equal(features.to_uint8(images), hwc)  # (B, 3, H, W) -> (B, H, W, 3)
+    assert np.array_equal(features.to_uint8(images[0]), hwc[0])  # (3, H, W) -> (H, W, 3)
+    assert features.to_uint8(torch.full((3, 1, 1), 5.0)).tolist() == [[[255, 255, 255]]]
 
 
 def test_wrong_tdmm_length_is_refused():

@@ -1,9 +1,10 @@
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from facex_data.schema import UNKNOWN
 from facex_model.backbone import tiny_clip_vision_config
 from facex_model.ford import FPNAdapter, IdentityEncoder, RegionEncoder, mask_pool
-from facex_model.regions import PAPER_REGIONS, UNKNOWN_ID
+from facex_model.regions import PAPER_REGIONS
 
 
 def test_mask_pool_ignores_pixels_outside_the_mask():
@@ -58,7 +59,7 @@ def test_region_encoder_on_unknown_parsing_gives_absent_tokens():
     clip = CLIPVisionModel(CLIPVisionConfig(**tiny_clip_vision_config())).eval()
     encoder = RegionEncoder(vision_dim=32, out_dim=16, fpn_layers=[1, 2])
     images = torch.rand(2, 3, 64, 64) * 2 - 1
-    parsing = torch.full((2, 64, 64), UNKNOWN_ID)
+    parsing = torch.full((2, 64, 64), UNKNOWN)
     parsing[0, 10:30, 10:30] = 1
     tokens = encoder(clip, images, parsing)
     assert tokens.shape == (2, len(PAPER_REGIONS), 16)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from facex_data.schema import UNKNOWN
 from facex_model.backbone import load_backbone
 from facex_model.model import WEIGHTS_NAME, FaceXModel
-from facex_model.regions import UNKNOWN_ID
 
 
 def _step(model, batch, drop_mask=None, seed=0, lr=1e-3):
@@ -47,7 +47,7 @@ def test_one_step_moves_trainable_parameters_and_no_frozen_one(tiny_model, make_
     model = tiny_model()
     batch = make_batch(batch=3)
     for side in ("source", "target"):
-        batch[f"{side}_parsing"][1] = UNKNOWN_ID  # every region absent in sample 1: the absent tokens get gradients
+        batch[f"{side}_parsing"][1] = UNKNOWN  # every region absent in sample 1: the absent tokens get gradients
     drop = torch.tensor([False, False, True])  # sample 2 is unconditional: the null f_SD gets gradients
     trainable = {id(p) for p in model.trainable_parameters()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

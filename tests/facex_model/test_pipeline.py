@@ -14,6 +14,17 @@ from facex_model.pipeline import Edit, FaceXInputError, FaceXPipeline, NoFaceErr
 STEPS = 2
 
 
+@pytest.fixture(scope="module")
+def wide_target(photos, tmp_path_factory) -> Path:
+    """The target face on a wider canvas, so that even reenactment (which repaints the whole aligned crop) leaves
+    pixels that must stay the target's."""
+    canvas = Image.new("RGB", (640, 576), (70, 90, 110))
+    canvas.paste(Image.open(photos["target"]).convert("RGB"), (160, 144))
+    path = tmp_path_factory.mktemp("wide") / "target.png"
+    canvas.save(path)
+    return path
+
+
 def target_array(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
@@ -22,7 +33,7 @@ def assert_outside_mask_is_target(out, target: np.ndarray) -> None:
     image = np.asarray(out.image)
     assert image.shape == target.shape
     outside = out.mask == 0
-    assert outside.any() or out.task in ("reenact", "animate")
+    assert outside.sum() > outside.size / 10, "the paste mask covers (almost) the whole frame: nothing is checked"
     assert np.array_equal(image[outside], target[outside])
 
 
@@ -36,10 +47,10 @@ def assert_outside_mask_is_target(out, target: np.ndarray) -> None:
         ("edit", {"regions": ["lips", "eyes"]}),
     ],
 )
-def test_task_output_has_target_size_and_target_pixels_outside_the_mask(pipe, photos, task, kwargs):
-    out = pipe(task, photos["source"], photos["target"], steps=STEPS, watermark=False, **kwargs)
-    target = target_array(photos["target"])
-    assert out.image.size == (320, 288)
+def test_task_output_has_target_size_and_target_pixels_outside_the_mask(pipe, photos, wide_target, task, kwargs):
+    out = pipe(task, photos["source"], wide_target, steps=STEPS, watermark=False, **kwargs)
+    target = target_array(wide_target)
+    assert out.image.size == (640, 576)
     assert out.crop.size == (pipe.resolution, pipe.resolution)
     assert out.inpaint_reference.size == (pipe.resolution, pipe.resolution)
     assert (out.mask > 0).mean() > 0
@@ -59,12 +70,12 @@ def test_inpaint_repaints_only_around_the_user_mask(pipe, photos):
 
 
 @pytest.mark.real
-def test_animate_runs_on_another_sd_unet(model_dir, other_backbone, photos, pipe):
+def test_animate_runs_on_another_sd_unet(model_dir, other_backbone, photos, wide_target, pipe):
     animated = FaceXPipeline.from_pretrained(model_dir, backbone_path=other_backbone)
-    out = animated("animate", photos["source"], photos["target"], steps=STEPS, watermark=False)
-    base = pipe("reenact", photos["source"], photos["target"], steps=STEPS, watermark=False)
-    assert out.image.size == (320, 288)
-    assert_outside_mask_is_target(out, target_array(photos["target"]))
+    out = animated("animate", photos["source"], wide_target, steps=STEPS, watermark=False)
+    base = pipe("reenact", photos["source"], wide_target, steps=STEPS, watermark=False)
+    assert out.image.size == (640, 576)
+    assert_outside_mask_is_target(out, target_array(wide_target))
     assert not np.array_equal(np.asarray(out.crop), np.asarray(base.crop))
 
 

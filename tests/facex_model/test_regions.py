@@ -1,6 +1,7 @@
 import torch
 
-from facex_model.regions import PAPER_REGIONS, UNKNOWN_ID, region_masks
+from facex_data.schema import UNKNOWN
+from facex_model.regions import PAPER_REGIONS, region_masks
 
 
 def test_bisenet_ids_group_into_paper_regions():
@@ -22,7 +23,7 @@ def test_bisenet_ids_group_into_paper_regions():
 
 
 def test_unknown_pixels_belong_to_no_region():
-    parsing = torch.full((1, 4, 4), UNKNOWN_ID)
+    parsing = torch.full((1, 4, 4), UNKNOWN)
     parsing[0, 0, 0] = 1
     masks = region_masks(parsing)
     assert masks.sum().item() == 1

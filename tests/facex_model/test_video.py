@@ -27,7 +27,9 @@ def test_video_keeps_frame_count_fps_and_audio(pipe, photos, tmp_path, make_clip
     assert all(detect(f)[0] for f in frames[:2])
     from typer.testing import CliRunner
 
-    from facex_model.cli import app
+    from facex_data.cli import load_commands
+
+    app = load_commands()
 
     report = CliRunner().invoke(app, ["detect-watermark", str(tmp_path / "out.mp4")])
     assert report.exit_code == 0 and "watermark found" in report.output and "synthetic/FaceX" in report.output
@@ -35,16 +37,16 @@ def test_video_keeps_frame_count_fps_and_audio(pipe, photos, tmp_path, make_clip
 
 @pytest.mark.real
 def test_same_initial_noise_on_every_frame(pipe, photos, tmp_path, monkeypatch, make_clip):
-    from facex_model import sampling
+    from facex_model import denoising
 
     seen = []
-    original = sampling.denoise
+    original = denoising.denoise
 
     def spy(*args, **kwargs):
         seen.append(kwargs["latents"].clone())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "denoise", spy)
+    monkeypatch.setattr(denoising, "denoise", spy)
     clip = make_clip(tmp_path / "in.mp4", photos["target"], frames=3, audio=False)
     run_video(pipe, "swap", photos["source"], clip, tmp_path / "out.mp4", steps=1, progress=False, watermark=False)
     assert len(seen) == 3 and all(np.array_equal(s.numpy(), seen[0].numpy()) for s in seen)

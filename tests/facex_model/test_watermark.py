@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from facex_data.cli import load_commands
 from facex_model import watermark
-from facex_model.cli import app
+
+app = load_commands()
 
 
 def jpeg(array: np.ndarray, quality: int) -> np.ndarray:

@@ -104,16 +104,19 @@ def test_mlflow_compose_binds_localhost_pins_the_locked_mlflow_and_uses_postgres
     assert services["mlflow"]["image"].endswith(f":{locked('mlflow')}")
 
 
-def test_image_installs_insightface_like_make_setup_and_mounts_the_real_profiles_models_dir():
+def test_image_installs_insightface_like_make_setup_and_mounts_the_real_profiles_weights_dir():
     steps = dockerfile_stages((INFRA / "docker" / "Dockerfile").read_text())["facex"]
     runs = [s for s in steps if s.upper().startswith("RUN")]
     lock_at = next(i for i, s in enumerate(runs) if "requirements.lock" in s)
     pin = re.search(r"^INSIGHTFACE := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
     assert any(f"--no-deps {pin}" in s for s in runs[lock_at + 1 :]), f"the image does not install {pin} after the lock"
     env = " ".join(s for s in steps if s.upper().startswith("ENV "))
-    models_dir = re.search(r"FACEX_MODELS_DIR=(\S+)", env).group(1)
+    weights_dir = re.search(r"FACEX_WEIGHTS_DIR=(\S+)", env).group(1)
     real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
-    assert str(real.models.dir) == str(real.extract.models_dir) == models_dir
-    assert any(s.upper().startswith("VOLUME") and models_dir in s for s in steps)
+    assert str(real.weights.dir) == weights_dir
+    assert any(s.upper().startswith("VOLUME") and weights_dir in s for s in steps)
     cluster = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
-    assert any(opt.split()[-1].split(":")[1] == models_dir for opt in cluster["docker"]["run_options"] if "-v" in opt)
+    assert any(opt.split()[-1].split(":")[1] == weights_dir for opt in cluster["docker"]["run_options"] if "-v" in opt)
+    packages = sorted(p.name for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").is_file())
+    install = next(s for s in runs if "./packages/" in s)
+    assert all(f"./packages/{name}" in install for name in packages), install

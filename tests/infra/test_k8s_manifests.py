@@ -208,7 +208,7 @@ def test_rayjobs_run_existing_entry_points_with_the_real_params_on_the_cluster(o
     assert "COPY --chown=ray:users pipelines ./pipelines" in copied and "params ./params" in copied
 
 
-def test_shared_storage_holds_shards_models_checkpoints_and_the_params_models_dir(objects):
+def test_shared_storage_holds_shards_models_checkpoints_and_the_params_weights_dir(objects):
     workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "infra" / "docker" / "Dockerfile").read_text(), re.M).group(1)
     claim = of_kind(objects, "PersistentVolumeClaim")[0]
     name = claim["metadata"]["name"]
@@ -216,11 +216,11 @@ def test_shared_storage_holds_shards_models_checkpoints_and_the_params_models_di
     real = load_params(REPO / "params" / "celebvhq-sd15.yaml")
     in_image = {  # where the real profile's paths land when the params file sits in the image's WORKDIR
         Path(workdir) / Path(real.extract.out_dir).relative_to(REPO),
-        Path(workdir) / Path(real.evaluate.models_dir).relative_to(REPO),
+        Path(workdir) / Path(real.train.out_dir).relative_to(REPO),
         Path(workdir) / real.train.checkpoint_dir,  # Ray Train storage (relative to the repo)
         Path(workdir) / Path(real.evaluate.out_dir).relative_to(REPO),
         real.extract.input_dir,
-        real.models.dir,
+        real.weights.dir,
     }
     cluster = of_kind(objects, "RayCluster")[0]["spec"]
     sub_paths = set()

@@ -43,10 +43,10 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    sample = clone / params["sample"]["out_dir"]
-    info = json.loads((sample / "celebvhq_info.json").read_text())
-    assert len(info["clips"]) == 2 * params["sample"]["clips_per_person"]
-    assert sorted(p.stem for p in sample.rglob("*.mp4")) == sorted(info["clips"])
+    clips = clone / params["demo_clips"]["out_dir"]
+    info = json.loads((clips / "celebvhq_info.json").read_text())
+    assert len(info["clips"]) == 2 * params["demo_clips"]["clips_per_person"]
+    assert sorted(p.stem for p in clips.rglob("*.mp4")) == sorted(info["clips"])
     assert (clone / "dvc.lock").is_file()
 
     shards = clone / params["extract"]["out_dir"]
@@ -60,7 +60,7 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert len(keys) == sum(c["frames"] for c in ledger["clips"]) > 0
 
     # train_generalist -> finetune@reenact, finetune@swap: model folders with their training record
-    models = clone / params["evaluate"]["models_dir"]
+    models = clone / params["train"]["out_dir"]
     trained = {"generalist": params["train"]["generalist_steps"], **params["train"]["specialist_steps"]}
     for name, steps in trained.items():
         assert {"config.json", "facex_trainable.safetensors"} <= {p.name for p in (models / name).iterdir()}
@@ -71,7 +71,7 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     # evaluate -> register: every model has a headline, a registered version and a champion
     metrics = json.loads((clone / params["evaluate"]["out_dir"] / "metrics.json").read_text())
     assert set(metrics) == {"generalist", "reenact", "swap"}
-    registry = json.loads((clone / "data" / "registry.json").read_text())["models"]
+    registry = json.loads((clone / params["register"]["out"]).read_text())["models"]
     for name in ("generalist", "reenact", "swap"):
         assert registry[name]["headline"]["value"] == pytest.approx(metrics[name]["headline"]["value"])
         assert registry[name]["champion_version"] == registry[name]["version"] == "1"
@@ -82,9 +82,10 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert str(client.get_model_version_by_alias("facex-swap", "champion").version) == "1"
 
     # examples: one grid per model and task
-    index = json.loads((clone / "data" / "examples" / "index.json").read_text())
+    examples = clone / params["examples"]["out_dir"]
+    index = json.loads((examples / "index.json").read_text())
     assert {g["model"] for g in index["grids"].values()} == {"generalist", "reenact", "swap"}
-    assert all((clone / "data" / "examples" / name).is_file() for name in index["grids"])
+    assert all((examples / name).is_file() for name in index["grids"])
 
     second = demo()
     assert second.returncode == 0, second.stderr[-3000:]

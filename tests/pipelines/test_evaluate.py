@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
+from facex_data.extraction import ExtractConfig, run_extraction
 from facex_data.extractors import ExtractorOptions, build_extractors
-from facex_data.manifest import SamplingPolicy
-from facex_data.pipeline import ExtractConfig, run_extraction
-from facex_model.evaluation import SELF, HeldOutFrames, person_of
-from facex_model.features import holdout_clips, tdmm_parts, written_clips
-from facex_model.metrics import FaceMeasurer, id_similarity, l2_distance
+from facex_data.layout import holdout_clips, person_of, written_clips
+from facex_data.manifest import FrameSelection
+from facex_model.features import image_tensor, tdmm_parts
+from facex_train.evaluation import SELF, HeldOutFrames
+from facex_train.metrics import FaceMeasurer, id_similarity, l2_distance
 
 CROSS_KEYS = {"id_similarity", "pose_l2", "expression_l2", "gaze_l2", "face_detection_rate", "fid_standin", "score"}
 SELF_KEYS = {"ssim", "psnr", "rmse"}
@@ -33,8 +34,8 @@ def shards(small_sample, tmp_path_factory) -> Path:
         for k in (0, 1):
             shutil.copy(video, clips / "35666" / f"{person}_{k}.mp4")
     out = tmp_path_factory.mktemp("eval_shards")
-    sampling = SamplingPolicy(mode="per_clip", frames_per_clip=3, min_clip_frames=4)
-    config = ExtractConfig(input_dir=clips, out_dir=out, sampling=sampling, clips_per_shard=1, runner="local",
+    sampling = FrameSelection(mode="per_clip", frames_per_clip=3, min_clip_frames=4)
+    config = ExtractConfig(input_dir=clips, out_dir=out, frames=sampling, clips_per_shard=1, runner="local",
                            progress=False)  # fmt: skip
     run_extraction(config)
     return out
@@ -62,9 +63,9 @@ def models(tiny_backbone_dir, tmp_path_factory) -> dict[str, Path]:
 
 def _params(tmp_path: Path, shards: Path, **evaluate) -> Path:
     data = {
-        "extract": {"out_dir": str(shards)},
         "split": {"holdout_every": 2},
-        "evaluate": {"steps": 2, "max_pairs": 2, "batch_size": 2, "out_dir": str(tmp_path / "metrics"), **evaluate},
+        "evaluate": {"shards": str(shards), "steps": 2, "max_pairs": 2, "batch_size": 2,
+                     "out_dir": str(tmp_path / "metrics"), **evaluate},
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -144,21 +145,21 @@ def test_the_measurer_reads_a_stored_crop_back_as_the_same_face(shards):
     frames = HeldOutFrames(shards, 2)
     key = frames.frames["facexsample-astronaut_1"][0]
     sample = frames.sample(key)
-    measurer = FaceMeasurer(build_extractors("offline", ExtractorOptions(crop_size=frames.crop_size())))
-    image = sample["image"][None].float() / 127.5 - 1
-    measured = measurer.measure(image, [sample["lmk"].numpy()])
+    measurer = FaceMeasurer(build_extractors("offline", ExtractorOptions.recorded(frames.first_meta())))
+    image = image_tensor(sample["image"], sample["image"].shape[0])[None]
+    measured = measurer.measure(image, [sample["lmk"]])
     assert measured.detected.tolist() == [True]
-    assert id_similarity(measured.identity, sample["id"][None]).item() > 0.95
+    assert id_similarity(measured.identity, torch.from_numpy(sample["id"])[None]).item() > 0.95
     pose = tdmm_parts(sample["tdmm"], "offline")["angles"][None]
     assert l2_distance(measured.pose, pose).item() < 0.1
 
 
 def test_only_shards_with_held_out_clips_are_read_and_frames_per_clip_are_capped(shards, monkeypatch):
-    from facex_model import evaluation
+    from facex_train import evaluation
 
     read = []
-    real_iter = evaluation.iter_tar_samples
-    monkeypatch.setattr(evaluation, "iter_tar_samples", lambda path: read.append(path.name) or real_iter(path))
+    real_iter = evaluation.iter_samples
+    monkeypatch.setattr(evaluation, "iter_samples", lambda url: read.append(Path(url).name) or real_iter(url))
     monkeypatch.setattr(evaluation, "FRAMES_PER_CLIP", 2)
     frames = HeldOutFrames(shards, 2)
     assert len(list(shards.glob("shard-*.tar"))) == 4 and len(read) == 2

@@ -1,4 +1,4 @@
-"""pipelines/examples.py: one grid per model and task from the embedded sample, watermarked, with an index."""
+"""pipelines/examples.py: one grid per model and task from the demo clips, watermarked, with an index."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_examples_stage_writes_a_grid_per_model_and_task(models_dir, small_sampl
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        argv = ["--models-dir", str(models_dir), "--sample-dir", str(small_sample), "--out", str(out), "--steps", "1"]
+        argv = ["--models-dir", str(models_dir), "--clips-dir", str(small_sample), "--out", str(out), "--steps", "1"]
         assert examples.main(argv) == 0
     finally:
         torch.set_num_threads(previous)
@@ -48,6 +48,6 @@ def test_examples_stage_writes_a_grid_per_model_and_task(models_dir, small_sampl
 
 
 def test_examples_stage_without_models_says_what_to_run(small_sample, tmp_path, capsys):
-    argv = ["--models-dir", str(tmp_path / "none"), "--sample-dir", str(small_sample), "--out", str(tmp_path / "o")]
+    argv = ["--models-dir", str(tmp_path / "none"), "--clips-dir", str(small_sample), "--out", str(tmp_path / "o")]
     assert examples.main(argv) == 2
     assert "run the training stages first" in capsys.readouterr().err

@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from facex_data.manifest import SamplingPolicy
-from facex_data.pipeline import ExtractConfig, run_extraction
-from facex_data.shards import iter_tar_samples
+from facex_data.extraction import ExtractConfig, run_extraction
+from facex_data.manifest import FrameSelection
+from facex_data.shards import iter_samples
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def local_ray():
 
 
 def _cfg(small_sample, out, **kw) -> ExtractConfig:
-    base = dict(input_dir=small_sample, out_dir=out, sampling=SamplingPolicy(mode="every_k", every_k=3,
+    base = dict(input_dir=small_sample, out_dir=out, frames=FrameSelection(mode="every_k", every_k=3,
                 min_clip_frames=4), clips_per_shard=1, batch_size=3, progress=False)
     return ExtractConfig(**{**base, **kw})
 
@@ -105,14 +105,16 @@ def test_killing_an_extractor_actor_mid_run_loses_no_sample(local_ray, small_sam
     assert killed, "no busy extractor actor was found to kill"
     assert summary.clips_skipped == 0 and summary.samples == reference[0].samples
     assert _shard_bytes(tmp_path) == _shard_bytes(reference[1])
-    keys = [s["__key__"] for tar in sorted(tmp_path.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
+    keys = [s["__key__"] for tar in sorted(tmp_path.glob("shard-*.tar")) for s in iter_samples(tar)]
     assert len(keys) == len(set(keys)) == summary.samples
 
 
 def test_facex_extract_cli_writes_shards_and_prints_the_summary(small_sample, tmp_path):
     from typer.testing import CliRunner
 
-    from facex_model.cli import app
+    from facex_data.cli import load_commands
+
+    app = load_commands()
 
     result = CliRunner().invoke(app, ["extract", "--input", str(small_sample), "--out", str(tmp_path),
                                       "--runner", "local", "--frames-per-clip", "2"])
@@ -190,5 +192,5 @@ def test_decoders_replaced_after_each_clip_lose_no_clip(local_ray, small_sample,
     summary = run_extraction(cfg)
     assert summary.clips_written == 3 * len(clips) and summary.clips_skipped == 0
     assert summary.samples == 3 * reference[0].samples
-    keys = [s["__key__"] for tar in sorted(cfg.out_dir.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
+    keys = [s["__key__"] for tar in sorted(cfg.out_dir.glob("shard-*.tar")) for s in iter_samples(tar)]
     assert len(keys) == len(set(keys)) == summary.samples

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facex_data.shards import iter_tar_samples, open_shards
+from facex_data.layout import complete_shards
+from facex_data.shards import decode_arrays, iter_samples
+from tests.helpers import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE = REPO / "pipelines" / "extract.py"
@@ -25,7 +27,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def _params(tmp_path: Path, input_dir: Path, out: Path, **extract) -> Path:
     section = {"input_dir": str(input_dir), "out_dir": str(out), "clips_per_shard": 1, "batch_size": 2,
-               "max_inflight_batches": 2, "sampling": {"mode": "every_k", "every_k": 4, "min_clip_frames": 4},
+               "max_inflight_batches": 2, "frames": {"mode": "every_k", "every_k": 4, "min_clip_frames": 4},
                **extract}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"extract": section}))
@@ -38,7 +40,7 @@ def _env() -> dict:
 
 
 def _keys(out: Path) -> list[str]:
-    return [s["__key__"] for tar in sorted(out.glob("shard-*.tar")) for s in iter_tar_samples(tar)]
+    return [s["__key__"] for tar in sorted(out.glob("shard-*.tar")) for s in iter_samples(tar)]
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +125,12 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
         assert "succeeded" in job.stdout
         # the training stage on the same cluster, on those shards (2 Ray Train workers, a couple of steps)
         train_params = yaml.safe_load(params.read_text()) | {
-            "models": {"dir": str(tmp_path / "models")},
-            "train": {"generalist_steps": 2, "batch_size": 2, "resolution": 32, "pairs_per_clip": 2,
+            "weights": {"dir": str(tmp_path / "weights")},
+            "train": {"shards": str(out), "out_dir": str(tmp_path / "trained"), "model": TINY_MODEL,
+                      "generalist_steps": 2, "batch_size": 2, "resolution": 32, "pairs_per_clip": 2,
                       "checkpoint_dir": str(tmp_path / "ray_train")},
             "split": {"holdout_every": 0},
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_dir": str(tmp_path / "mlartifacts")},
-            "evaluate": {"models_dir": str(tmp_path / "trained")},
         }  # fmt: skip
         (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_params))
         train = subprocess.run(
@@ -149,6 +151,6 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
         shutil.rmtree(temp_dir, ignore_errors=True)
     ledger = json.loads((out / "ledger.json").read_text())
     assert ledger["totals"]["clips_written"] == 2 and ledger["totals"]["shards"] == 2
-    samples = list(open_shards(out, shuffle=0, shardshuffle=False))
+    samples = [decode_arrays(s) for url in complete_shards(out) for s in iter_samples(url)]
     assert len(samples) == ledger["totals"]["samples"] > 0
-    assert samples[0]["image"].shape[0] == 3 and samples[0]["meta"]["extractors"]["backend"] == "offline"
+    assert samples[0]["image"].shape[-1] == 3 and samples[0]["meta"]["extractors"]["backend"] == "offline"

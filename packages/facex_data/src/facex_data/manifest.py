@@ -1,4 +1,4 @@
-"""The clip manifest: which clips a run reads, which frames it samples, and which shard each clip lands in.
+"""The clip manifest: which clips a run reads, which frames it takes from each, and which shard each clip lands in.
 
 Input is CelebV-HQ's layout: ``<input_dir>/35666/*.mp4`` (or mp4 files directly in ``input_dir``)
 and an optional ``<input_dir>/celebvhq_info.json`` whose ``clips[clip_id]`` entries give attributes.
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from facex_data.sample import CLIP_DIR, INFO_FILE
+from facex_data.layout import CLIP_DIR, INFO_FILE, shard_name
 
 
 @dataclass(frozen=True)
-class SamplingPolicy:
-    """Which frames of a clip become samples.
+class FrameSelection:
+    """Which frames of a clip become shard samples (the ``extract.frames`` params section).
 
     ``per_clip``: ``frames_per_clip`` frames spread evenly over the clip; ``every_k``: frames 0, k, 2k, ...;
     ``fps``: about ``fps`` frames per second. A clip with fewer than ``min_clip_frames`` frames is
@@ -34,10 +34,10 @@ class SamplingPolicy:
 
     def __post_init__(self) -> None:
         if self.frames_per_clip < 1 or self.every_k < 1 or self.fps <= 0 or self.min_clip_frames < 1:
-            raise ValueError("extract.sampling: frames_per_clip, every_k, min_clip_frames must be >= 1 and fps > 0")
+            raise ValueError("extract.frames: frames_per_clip, every_k, min_clip_frames must be >= 1 and fps > 0")
 
     def indices(self, n_frames: int, clip_fps: float) -> list[int]:
-        """Frame indices to sample from a clip of ``n_frames`` at ``clip_fps`` (empty if too short)."""
+        """Frame indices to take from a clip of ``n_frames`` at ``clip_fps`` (empty if too short)."""
         if n_frames < self.min_clip_frames or n_frames < 1:
             return []
         if self.mode == "per_clip":
@@ -69,7 +69,7 @@ class ShardPlan:
 
     @property
     def name(self) -> str:
-        return f"shard-{self.index:06d}"
+        return shard_name(self.index)
 
 
 @dataclass(frozen=True)

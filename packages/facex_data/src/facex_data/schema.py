@@ -79,7 +79,8 @@ def sample_key(clip_id: str, frame_index: int) -> str:
 
 
 def check_sample_arrays(backend: str, identity: np.ndarray, tdmm: np.ndarray, gaze: np.ndarray,
-                        landmarks: np.ndarray, parsing: np.ndarray, crop_size: int) -> None:
+                        landmarks: np.ndarray, parsing: np.ndarray, crop_size: int,
+                        idmap: np.ndarray | None = None) -> None:
     """Raise ValueError if an extractor returned a shape/dtype the schema does not allow."""
     tdmm_dims = (TDMM_DIM[backend], *(end for _, end in TDMM_OPTIONAL.get(backend, {}).values()))
     tdmm_dim = tdmm.shape[0] if tdmm.ndim == 1 and tdmm.shape[0] in tdmm_dims else TDMM_DIM[backend]
@@ -90,6 +91,8 @@ def check_sample_arrays(backend: str, identity: np.ndarray, tdmm: np.ndarray, ga
         "lmk": (landmarks, (N_LANDMARKS, 2), np.float32),
         "parsing": (parsing, (crop_size, crop_size), np.uint8),
     }
+    if idmap is not None:
+        expected["idmap"] = (idmap, IDMAP_SHAPE, IDMAP_DTYPE)
     for name, (arr, shape, dtype) in expected.items():
         if arr.shape != shape or arr.dtype != dtype:
             raise ValueError(f"{backend} {name}: got {arr.dtype}{arr.shape}, schema says {np.dtype(dtype)}{shape}")

@@ -1,10 +1,14 @@
-"""WebDataset shards: a deterministic writer with completion markers, the run ledger, and the reader.
+"""WebDataset shards: a deterministic writer with completion markers, the run ledger, and the one reader.
 
 A shard is ``shard-%06d.tar`` (written to a temp name, then renamed) plus ``shard-%06d.stats.json``
 written last: the stats file's presence means the shard is complete. Tar members carry fixed
 mtime/uid/gid/mode and samples are sorted by key, so the same samples give the same bytes.
 ``ledger.json`` lists every input clip of the run: written with its frame count, or skipped with why;
-``runs.jsonl`` gets a line per run (its timings and the shards it wrote).
+``runs.jsonl`` gets a line per run (its timings and the shards it wrote). Folder layout: :mod:`facex_data.layout`.
+
+Reading: :func:`iter_samples` (one shard's raw samples in file order, any URL webdataset opens:
+a path, ``s3://``, ``gs://``, ``pipe:``) and :func:`iter_clips` (the same, grouped by clip) are the
+reader that training, evaluation and the tests all use; :func:`decode_arrays` decodes one sample.
 """
 
 from __future__ import annotations
@@ -22,17 +26,7 @@ import cv2
 import numpy as np
 
 from facex_data import schema
-
-LEDGER = "ledger.json"
-RUN_LOG = "runs.jsonl"  # excluded from DVC hashing by .dvcignore
-
-
-def shard_tar(out_dir: Path, name: str) -> Path:
-    return Path(out_dir) / f"{name}.tar"
-
-
-def shard_stats(out_dir: Path, name: str) -> Path:
-    return Path(out_dir) / f"{name}.stats.json"
+from facex_data.layout import LEDGER, RUN_LOG, shard_stats, shard_tar
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -176,16 +170,6 @@ def write_ledger(out_dir: Path, shard_stats_list: list[dict], run: dict) -> dict
     return ledger
 
 
-def complete_shards(shard_dir: Path) -> list[str]:
-    """Paths of the complete shards (those with a stats file) in a folder, in name order."""
-    shard_dir = Path(shard_dir)
-    urls = [str(shard_tar(shard_dir, p.name.removesuffix(".stats.json")))
-            for p in sorted(shard_dir.glob("shard-*.stats.json"))]
-    if not urls:
-        raise FileNotFoundError(f"{shard_dir}: no complete shards (shard-*.stats.json); run the extract stage first")
-    return urls
-
-
 def decode_arrays(sample: dict) -> dict:
     """Raw WebDataset sample (bytes per member) -> numpy: ``image`` uint8 (H,W,3) RGB, ``parsing`` uint8
     (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``; ``idmap`` float16
@@ -210,54 +194,26 @@ def decode_arrays(sample: dict) -> dict:
     }
 
 
-def decode_sample(sample: dict) -> dict:
-    """Raw WebDataset sample (bytes per member) -> tensors: ``image`` uint8 (3,H,W), ``parsing`` uint8
-    (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``; ``idmap`` float16
-    (512, 8, 8) when the shard has it (paper backend)."""
-    import torch
-
-    out = decode_arrays(sample)
-    out["image"] = np.ascontiguousarray(out["image"].transpose(2, 0, 1))
-    return {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value for key, value in out.items()}
-
-
-def open_shards(shards: Path | list[str], shuffle: int = 1000, shardshuffle: bool = True, seed: int = 0,
-                resampled: bool = False):
-    """The training reader: a ``webdataset.WebDataset`` over complete shards, split by node and by
-    DataLoader worker, shuffled (shard order and a ``shuffle``-sample buffer), decoded to tensors.
-
-    ``shards`` is a shard folder or a list of shard paths/URLs. Use inside a ``torch.utils.data.DataLoader``
-    (or iterate directly); batch with ``.batched(n)`` or the DataLoader's ``batch_size``.
-    """
+def iter_samples(url: str) -> Iterator[dict[str, bytes | str]]:
+    """Raw samples of one shard (``__key__`` + one bytes value per member), in file order, read with
+    webdataset so that every URL it opens works (local path, ``s3://``, ``gs://``, ``pipe:``)."""
     import webdataset as wds
 
-    urls = complete_shards(shards) if isinstance(shards, (str, Path)) else list(shards)
-    dataset = wds.WebDataset(
-        urls,
-        resampled=resampled,
-        shardshuffle=(100 if shardshuffle else False) if not resampled else None,
-        nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker,
-        handler=wds.warn_and_continue,
-        empty_check=False,
-        seed=seed,
-    )
-    if shuffle > 0:
-        dataset = dataset.shuffle(shuffle)
-    return dataset.map(decode_sample)
+    for sample in wds.WebDataset(str(url), shardshuffle=False, empty_check=False, nodesplitter=None,
+                                 workersplitter=None):  # fmt: skip
+        yield {k: v for k, v in sample.items() if k == "__key__" or not k.startswith("__")}  # no __url__ etc.
 
 
-def iter_tar_samples(tar_path: Path) -> Iterator[dict[str, bytes | str]]:
-    """Samples of one shard read with the standard library only (no webdataset), in file order."""
-    current: dict[str, bytes | str] = {}
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            key, _, ext = member.name.rpartition("/")[2].partition(".")
-            key = f"{member.name.rpartition('/')[0]}/{key}" if "/" in member.name else key
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current["__key__"] = key
-            current[ext] = tar.extractfile(member).read()
-    if current:
-        yield current
+def iter_clips(url: str) -> Iterator[tuple[str, list[dict[str, bytes | str]]]]:
+    """(clip_id, its raw samples in frame order) for each clip of one shard: the writer keeps a clip's
+    frames together and in key order, so one pass groups them."""
+    clip, frames = None, []
+    for raw in iter_samples(url):
+        meta = json.loads(raw[schema.META])
+        if clip is not None and meta["clip_id"] != clip:
+            yield clip, frames
+            frames = []
+        clip = meta["clip_id"]
+        frames.append(raw)
+    if clip is not None:
+        yield clip, frames

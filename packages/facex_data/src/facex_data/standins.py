@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facex_data.extractors.align import ARCFACE_112
 from facex_data.extractors.nets.bisenet import BiSeNet
 from facex_data.extractors.nets.heads import L2CS, ReconNet
 from facex_data.extractors.nets.iresnet import ARCFACE_INPUT, IRESNET100, IResNet
 from facex_data.extractors.nets.resnet import RESNET50
-from facex_data.extractors.offline import ARCFACE_112
-from facex_data.models import weight_path, write_pins
+from facex_data.weights import weight_path, write_pins
 
 SMALL = [1, 1, 1, 1]
 SCRFD_STRIDES = (8, 16, 32)
@@ -129,30 +129,30 @@ def write_lm3d(path: Path) -> Path:
 
 
 def write_random_standins(
-    models_dir: Path, layers: list[int] = SMALL, arcface: str = "pth", pupil: bool = False, seed: int = 0
+    weights_dir: Path, layers: list[int] = SMALL, arcface: str = "pth", pupil: bool = False, seed: int = 0
 ) -> dict[str, Path]:
     """Every file ``extractors: paper`` reads, random weights in upstream formats, plus SHA256SUMS.
 
     ``layers``: blocks per ResNet stage of the iresnet, Deep3DFaceRecon and L2CS stand-ins (the public
     files: iresnet100 [3, 13, 30, 3], ResNet-50 [3, 4, 6, 3]). ``arcface``: "pth", "onnx" or "both".
     """
-    models_dir = Path(models_dir)
+    weights_dir = Path(weights_dir)
     torch.manual_seed(seed)
-    paths = {"scrfd": write_scrfd(weight_path(models_dir, "scrfd"), seed)}
+    paths = {"scrfd": write_scrfd(weight_path(weights_dir, "scrfd"), seed)}
     if arcface in ("pth", "both"):
         torch.manual_seed(seed)
-        paths["arcface_pth"] = save(IResNet(layers).state_dict(), weight_path(models_dir, "arcface_pth"))
+        paths["arcface_pth"] = save(IResNet(layers).state_dict(), weight_path(weights_dir, "arcface_pth"))
     if arcface in ("onnx", "both"):
-        paths["arcface_onnx"] = write_arcface_onnx(weight_path(models_dir, "arcface_onnx"), layers, seed)
+        paths["arcface_onnx"] = write_arcface_onnx(weight_path(weights_dir, "arcface_onnx"), layers, seed)
     torch.manual_seed(seed)
-    paths["bisenet"] = save(BiSeNet(19).state_dict(), weight_path(models_dir, "bisenet"))
+    paths["bisenet"] = save(BiSeNet(19).state_dict(), weight_path(weights_dir, "bisenet"))
     torch.manual_seed(seed)
     recon = ReconNet(layers, pupil=pupil).state_dict()
-    paths["deep3d"] = save({"net_recon": recon, "epoch": 20}, weight_path(models_dir, "deep3d"))
-    paths["deep3d_lm3d"] = write_lm3d(weight_path(models_dir, "deep3d_lm3d"))
+    paths["deep3d"] = save({"net_recon": recon, "epoch": 20}, weight_path(weights_dir, "deep3d"))
+    paths["deep3d_lm3d"] = write_lm3d(weight_path(weights_dir, "deep3d_lm3d"))
     torch.manual_seed(seed)
-    paths["gaze"] = save(L2CS(layers, 90).state_dict(), weight_path(models_dir, "gaze"))
-    write_pins(models_dir)
+    paths["gaze"] = save(L2CS(layers, 90).state_dict(), weight_path(weights_dir, "gaze"))
+    write_pins(weights_dir)
     return paths
 
 

@@ -14,13 +14,12 @@ One place says how a shard sample (``facex_data.shards.decode_sample``) or a fre
     <side>_lighting    float (27,) SH lighting (paper backend only)
 
 Training, inference and evaluation all go through :func:`side_inputs`, so a model trained on shards
-sees exactly what it sees when a user hands it a photo.
+sees exactly what it sees when a user hands it a photo; :func:`to_uint8` is the way back to pixels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -28,20 +27,20 @@ import numpy as np
 import torch
 
 from facex_data import schema
+from facex_data.layout import sample_backend
 
 SIDES = ("source", "target", "reference")
 FEATURE_NAMES = ("image", "parsing", "id", "pose", "expression", "gaze", "texture", "lighting")
 
 
 def tdmm_parts(tdmm: np.ndarray | torch.Tensor, backend: str) -> dict[str, torch.Tensor]:
-    """Split stored tdmm coefficients into the named arrays of the backend's layout (schema.TDMM_LAYOUTS)."""
+    """Stored tdmm coefficients -> the named parts of the backend's layout (``schema.split_tdmm``), as tensors."""
     if backend not in schema.TDMM_LAYOUTS:
         raise ValueError(f"unknown extractor backend {backend!r}; known: {', '.join(schema.TDMM_LAYOUTS)}")
-    t = torch.as_tensor(np.asarray(tdmm, dtype=np.float32))
-    layout = schema.TDMM_LAYOUTS[backend]
+    t = np.asarray(tdmm, dtype=np.float32)
     if t.shape[-1] < schema.TDMM_DIM[backend]:
         raise ValueError(f"{backend} tdmm has {t.shape[-1]} coefficients, the layout needs {schema.TDMM_DIM[backend]}")
-    return {name: t[..., a:b] for name, (a, b) in layout.items()}
+    return {name: torch.as_tensor(part) for name, part in schema.split_tdmm(t, backend).items()}
 
 
 def identity_tokens(identity: Any, idmap: Any | None = None) -> torch.Tensor:
@@ -75,6 +74,12 @@ def image_tensor(image: Any, resolution: int) -> torch.Tensor:
                        interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
     x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float()
     return x.div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Model images in [-1, 1], (..., 3, H, W) -> (..., H, W, 3) uint8 RGB: the inverse of :func:`image_tensor`."""
+    pixels = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte()
+    return pixels.movedim(-3, -1).cpu().numpy()
 
 
 def parsing_tensor(parsing: Any, resolution: int) -> torch.Tensor:
@@ -113,16 +118,8 @@ def side_inputs(
     return out
 
 
-def backend_of(sample: Mapping[str, Any]) -> str:
-    """The extractor backend a shard sample was written by (its json says so)."""
-    meta = sample.get("meta") or {}
-    extractors = meta.get("extractors") or {}
-    name = extractors.get("backend") if isinstance(extractors, dict) else None
-    return name or "offline"
-
-
 def sample_inputs(sample: Mapping[str, Any], resolution: int) -> dict[str, torch.Tensor]:
-    """A decoded shard sample (``facex_data.shards.decode_sample``) -> unbatched model inputs."""
+    """A decoded shard sample (``facex_data.shards.decode_arrays``) -> unbatched model inputs."""
     return side_inputs(
         image=sample["image"],
         parsing=sample["parsing"],
@@ -130,12 +127,12 @@ def sample_inputs(sample: Mapping[str, Any], resolution: int) -> dict[str, torch
         tdmm=sample["tdmm"],
         gaze=sample["gaze"],
         idmap=sample.get("idmap"),
-        backend=backend_of(sample),
+        backend=sample_backend(sample["meta"]),
         resolution=resolution,
     )
 
 
-def features_inputs(features: Any, backend: str, resolution: int, idmap: Any | None = None) -> dict[str, torch.Tensor]:
+def features_inputs(features: Any, backend: str, resolution: int) -> dict[str, torch.Tensor]:
     """A ``facex_data.extractors.FaceFeatures`` (one detected face) -> unbatched model inputs."""
     return side_inputs(
         image=features.detection.crop,
@@ -143,7 +140,7 @@ def features_inputs(features: Any, backend: str, resolution: int, idmap: Any | N
         identity=features.identity,
         tdmm=features.tdmm,
         gaze=features.gaze,
-        idmap=idmap if idmap is not None else getattr(features, "idmap", None),
+        idmap=features.idmap,
         backend=backend,
         resolution=resolution,
     )
@@ -171,10 +168,11 @@ def batch_to(batch: Mapping[str, torch.Tensor], device: torch.device | str, dtyp
     return moved
 
 
-def config_overrides_for_backend(backend: str, id_tokens: int | None = None) -> dict[str, Any]:
-    """FaceXConfig fields that must match the extractor backend the shards were written with."""
+def backend_config(backend: str) -> dict[str, Any]:
+    """The FaceXConfig fields fixed by the extractor backend whose features the model reads."""
     if backend == "offline":
         return {
+            "extractors": backend,
             "id_dim": schema.ID_DIM["offline"],
             "id_tokens": 1,
             "vector_dims": {
@@ -189,8 +187,9 @@ def config_overrides_for_backend(backend: str, id_tokens: int | None = None) -> 
         layout = schema.TDMM_LAYOUTS["paper"]
         dims = {name: b - a for name, (a, b) in layout.items()}
         return {
+            "extractors": backend,
             "id_dim": schema.ID_DIM["paper"],
-            "id_tokens": id_tokens or 64,
+            "id_tokens": schema.IDMAP_SHAPE[1] * schema.IDMAP_SHAPE[2],
             "vector_dims": {
                 "pose": dims["angles"],
                 "expression": dims["expression"],
@@ -200,41 +199,3 @@ def config_overrides_for_backend(backend: str, id_tokens: int | None = None) -> 
             },
         }
     raise ValueError(f"unknown extractor backend {backend!r}; known: offline, paper")
-
-
-def shard_backend(shard_dir: Path) -> str:
-    """The backend recorded in a shard folder's ledger (``ledger.json``), defaulting to offline."""
-    import json
-
-    ledger = Path(shard_dir) / "ledger.json"
-    if ledger.is_file():
-        run = json.loads(ledger.read_text()).get("run", {})
-        backend = run.get("extractors")
-        if isinstance(backend, str) and backend:
-            return str(backend)
-    return "offline"
-
-
-def written_clips(shard_dir: Path) -> list[str]:
-    """Clip ids the extract stage wrote into a shard folder (from its ledger), sorted."""
-    import json
-
-    ledger = Path(shard_dir) / "ledger.json"
-    if not ledger.is_file():
-        raise FileNotFoundError(f"{ledger} not found: run the extract stage first (dvc repro extract)")
-    clips = json.loads(ledger.read_text()).get("clips", [])
-    return sorted(c["clip_id"] for c in clips if c.get("status") == "written")
-
-
-def holdout_clips(clip_ids: Sequence[str], every: int) -> set[str]:
-    """The held-out split: of the clips sorted by id, every `every`-th one (indices every-1, 2*every-1, ...).
-
-    Training skips these and evaluation uses only these, so the two never share a clip. ``every <= 0``
-    holds nothing out; ``every == 1`` would hold out everything and is refused.
-    """
-    if every == 1:
-        raise ValueError("split.holdout_every = 1 would hold out every clip and leave nothing to train on")
-    if every <= 0:
-        return set()
-    ordered = sorted(set(clip_ids))
-    return {clip for i, clip in enumerate(ordered) if i % every == every - 1}

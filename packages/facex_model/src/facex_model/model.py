@@ -8,6 +8,7 @@ Batch layout (flat, so a default collate builds it): for each side in ("source",
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -290,6 +291,30 @@ class FaceXModel(nn.Module):
         )
         return out
 
+    @staticmethod
+    def read_config(load_dir: str | Path) -> FaceXConfig:
+        """The config.json of a saved model folder (FileNotFoundError naming what is missing)."""
+        root = Path(load_dir)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (root / name).is_file():
+                raise FileNotFoundError(
+                    f"{root / name} is missing: is {root} a folder written by FaceXModel.save_pretrained?"
+                )
+        return FaceXConfig.from_json(json.loads((root / CONFIG_NAME).read_text()))
+
+    def load_trainable(self, load_dir: str | Path) -> FaceXModel:
+        """Copy a saved trainable part (``facex_trainable.safetensors``) into this model; every key must match."""
+        path = Path(load_dir) / WEIGHTS_NAME
+        state = load_file(path)
+        own = self.trainable_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"{path} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for key, value in state.items():
+                own[key].copy_(value)
+        return self
+
     @classmethod
     def from_pretrained(
         cls,
@@ -297,32 +322,19 @@ class FaceXModel(nn.Module):
         backbone_path: str | Path | None = None,
         clip_path: str | Path | None = None,
         backbone: Backbone | None = None,
+        **config_changes: Any,
     ) -> FaceXModel:
-        """Restore a saved trainable part onto its backbone, or onto another SD-architecture one (`backbone_path`)."""
-        root = Path(load_dir)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (root / name).is_file():
-                raise FileNotFoundError(
-                    f"{root / name} is missing: is {root} a folder written by FaceXModel.save_pretrained?"
-                )
-        config = FaceXConfig.from_json(json.loads((root / CONFIG_NAME).read_text()))
+        """Restore a saved trainable part onto its backbone, or onto another SD-architecture one (`backbone_path`).
+
+        `config_changes` (e.g. ``task="swap"``) are FaceXConfig fields to change: the config is complete before
+        the model is built."""
+        config = cls.read_config(load_dir)
         if backbone_path is not None:
-            config.backbone_path = str(backbone_path)
-            config.clip_path = str(clip_path) if clip_path is not None else None
+            config_changes = {"backbone_path": str(backbone_path),
+                              "clip_path": str(clip_path) if clip_path is not None else None, **config_changes}
         elif clip_path is not None:
-            config.clip_path = str(clip_path)
-        model = cls(config, backbone=backbone)
-        state = load_file(root / WEIGHTS_NAME)
-        own = model.trainable_state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(
-                f"{root / WEIGHTS_NAME} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        with torch.no_grad():
-            for key, value in state.items():
-                own[key].copy_(value)
-        return model
+            config_changes = {"clip_path": str(clip_path), **config_changes}
+        return cls(dataclasses.replace(config, **config_changes), backbone=backbone).load_trainable(load_dir)
 
 
 def _get(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:

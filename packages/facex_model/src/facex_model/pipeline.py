@@ -18,7 +18,6 @@ task's output has the target's size), and `edit`'s regions come from the user's 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,24 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facex_model import sampling
-from facex_model.features import batch_to, collate_sides, features_inputs
+from facex_model import denoising
+from facex_model.features import batch_to, collate_sides, features_inputs, to_uint8
 from facex_model.fors import TASK_TABLE, TaskSpec, dilate, edit_row, get_task, pixels
+from facex_model.inputs import FaceXInputError, ImageInput, NoFaceError, load_image, load_mask, warn_user
 from facex_model.model import CONFIG_NAME, WEIGHTS_NAME, FaceXModel
 from facex_model.regions import ALL_REGIONS, FACE_REGIONS, HEAD_REGIONS, union_mask
 
 TASKS = ("swap", "headswap", "reenact", "edit", "inpaint", "animate")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-VIDEO_SUFFIXES = (".mp4",)
-ImageInput = str | Path | Image.Image | np.ndarray
-
-
-class FaceXInputError(ValueError):
-    """Something wrong with an input the user gave; the message names the input and the fix."""
-
-
-class NoFaceError(FaceXInputError):
-    """No human face found in an input image."""
 
 
 @dataclass(frozen=True)
@@ -104,79 +93,6 @@ def image_grid(panels: Sequence[Image.Image | np.ndarray], tile: int = 256) -> I
     return grid
 
 
-# --- inputs --------------------------------------------------------------------------------------------------------
-def load_image(image: ImageInput, name: str = "image", max_side: int = 2048, warn: Callable[[str], None] | None = None):
-    """A path (jpg/png/webp, or mp4: its first frame), PIL image or array -> (H, W, 3) uint8 RGB.
-
-    Images with a side over `max_side` are downscaled (aspect kept) with a warning.
-    """
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise FaceXInputError(f"{name} {path}: file not found")
-        suffix = path.suffix.lower()
-        if suffix in VIDEO_SUFFIXES:
-            from facex_model.video import first_frame
-
-            array = first_frame(path)
-        elif suffix not in IMAGE_SUFFIXES:
-            raise FaceXInputError(
-                f"{name} {path}: not an image or video ({suffix or 'no extension'}); use .jpg, .png, .webp or .mp4"
-            )
-        else:
-            try:
-                with Image.open(path) as im:
-                    array = np.asarray(im.convert("RGB"))
-            except (OSError, SyntaxError, ValueError) as err:
-                raise FaceXInputError(
-                    f"{name} {path}: not a readable image ({err}); re-save it as .jpg or .png"
-                ) from None
-        label = f"{name} {path}"
-    elif isinstance(image, Image.Image):
-        array, label = np.asarray(image.convert("RGB")), name
-    else:
-        array, label = np.asarray(image), name
-        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
-            raise FaceXInputError(f"{name}: expected an (H, W, 3) uint8 RGB array, got {array.shape} {array.dtype}")
-    h, w = array.shape[:2]
-    if max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        (warn or _warn)(f"{label} is {w}x{h}, larger than {max_side} px: downscaled to {size[0]}x{size[1]}")
-        array = np.asarray(Image.fromarray(array).resize(size, Image.LANCZOS))
-    return np.ascontiguousarray(array, dtype=np.uint8)
-
-
-def load_mask(mask: ImageInput, size: tuple[int, int], name: str = "mask") -> np.ndarray:
-    """A user mask (white = repaint) -> (H, W) float32 {0, 1} at the image's `size` (W, H)."""
-    if isinstance(mask, (str, Path)):
-        path = Path(mask)
-        if not path.is_file():
-            raise FaceXInputError(f"{name} {path}: file not found")
-        try:
-            with Image.open(path) as im:
-                m = im.convert("L")
-        except (OSError, SyntaxError, ValueError) as err:
-            raise FaceXInputError(f"{name} {path}: not a readable image ({err}); give a black/white .png") from None
-    elif isinstance(mask, Image.Image):
-        m = mask.convert("L")
-    else:
-        arr = np.asarray(mask)
-        if arr.ndim == 3:
-            arr = arr.max(axis=-1)
-        m = Image.fromarray((arr > (0.5 if arr.dtype.kind == "f" else 127)).astype(np.uint8) * 255)
-    if m.size != size:
-        m = m.resize(size, Image.NEAREST)
-    out = (np.asarray(m) > 127).astype(np.float32)
-    if not out.any():
-        raise FaceXInputError(f"{name}: the mask is empty; paint the area to repaint white")
-    return out
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
-
-
 # --- the pipeline --------------------------------------------------------------------------------------------------
 class FaceXPipeline:
     """Every FaceX task on one model: call it with a task name and images."""
@@ -191,6 +107,7 @@ class FaceXPipeline:
         paste_dilate: float = 0.02,
         paste_feather: float = 0.03,
         extractor_options: Any | None = None,
+        weights_dir: str | Path | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.device = torch.device(resolve_device(device))
@@ -199,8 +116,9 @@ class FaceXPipeline:
         self.max_side = max_side
         self.paste_dilate = paste_dilate
         self.paste_feather = paste_feather
-        self.warn = warn or _warn
-        self.extractor_options = extractor_options  # facex_data ExtractorOptions; default: crop_size, $FACEX_MODELS_DIR
+        self.warn = warn or warn_user
+        self.extractor_options = extractor_options  # facex_data ExtractorOptions (default: crop_size, weights_dir)
+        self.weights_dir = weights_dir
         self._extractors = None
 
     @classmethod
@@ -227,15 +145,15 @@ class FaceXPipeline:
     def extractors(self):
         """The model's extractor backend (the one its training shards were written with), built on first use.
 
-        The paper backend reads its weights from the models dir (`extractor_options.models_dir`, else
-        $FACEX_MODELS_DIR, else ./models).
+        The paper backend reads its weights from the weights dir: `weights_dir`, else $FACEX_WEIGHTS_DIR, else
+        ./weights (facex_data.weights.resolve_weights_dir).
         """
         if self._extractors is None:
             from facex_data.extractors import ExtractorOptions, build_extractors
-            from facex_data.models import resolve_models_dir
+            from facex_data.weights import resolve_weights_dir
 
             options = self.extractor_options or ExtractorOptions(
-                crop_size=self.crop_size, models_dir=resolve_models_dir(None), device=self.device.type
+                crop_size=self.crop_size, weights_dir=resolve_weights_dir(self.weights_dir), device=self.device.type
             )
             self._extractors = build_extractors(self.model.config.extractors, options)
         return self._extractors
@@ -249,7 +167,7 @@ class FaceXPipeline:
         """Load an input and align one face: the largest, or the `face_index`-th by size (0 = largest)."""
         frame = load_image(image, name, self.max_side, self.warn)
         label = f"{name} {image}" if isinstance(image, (str, Path)) else name
-        features = self.extractors(frame[None])[0]
+        features = self.extractors.features(frame[None])[0]
         if features is None:
             raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
         n_faces = features.detection.n_faces
@@ -278,7 +196,7 @@ class FaceXPipeline:
         for j, (l2, t2, r2, b2) in enumerate(boxes):
             if j != index:
                 window[max(0, t2 - y0) : max(0, b2 - y0), max(0, l2 - x0) : max(0, r2 - x0)] = 127
-        features = self.extractors(window[None])[0]
+        features = self.extractors.features(window[None])[0]
         if features is None:
             raise NoFaceError(f"face {index} of {label} could not be aligned; try another --face-index")
         det = features.detection
@@ -502,8 +420,8 @@ class FaceXPipeline:
         fusion = None
         if fusion_mask is not None:
             base = batch[f"{spec.base}_image"]
-            fusion = sampling.RegionFusion(
-                sampling.encode_target_latents(self.model, base), sampling.latent_mask(fusion_mask, self.model)
+            fusion = denoising.RegionFusion(
+                denoising.encode_target_latents(self.model, base), denoising.latent_mask(fusion_mask, self.model)
             )
             paste = fusion_mask[0, 0].cpu().numpy()
         elif paste is None:
@@ -514,7 +432,7 @@ class FaceXPipeline:
                     f"{task}: no pixels of the chosen regions were parsed in {target.name}; repainting the face crop"
                 )
                 paste = self._crop_window()
-        crops, _ = sampling.denoise(
+        crops, _ = denoising.denoise(
             self.model, batch, spec, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale,
             generator=generator, latents=noise, extra_hole=extra_hole, region_fusion=fusion,
         )  # fmt: skip
@@ -555,11 +473,6 @@ def paste_back(frame: np.ndarray, generated: np.ndarray, alpha: np.ndarray) -> n
     a = alpha[..., None]
     blended = np.round(frame.astype(np.float32) * (1 - a) + generated.astype(np.float32) * a).astype(np.uint8)
     return np.where(a > 0, blended, frame)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def resolve_device(device: str | torch.device) -> str:
@@ -640,5 +553,5 @@ def _known() -> str:
 
 __all__ = [
     "FACE_REGIONS", "HEAD_REGIONS", "TASKS", "Edit", "Face", "FaceXInputError", "FaceXOutput", "FaceXPipeline",
-    "NoFaceError", "image_grid", "load_image", "load_mask", "paste_back", "resolve_model",
+    "ImageInput", "NoFaceError", "image_grid", "load_image", "load_mask", "paste_back", "resolve_model",
 ]  # fmt: skip

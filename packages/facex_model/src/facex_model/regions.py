@@ -1,26 +1,31 @@
-"""The facial region vocabulary and how BiSeNet-19 (CelebAMask-HQ) class ids group into regions."""
+"""The facial region vocabulary and how the BiSeNet-19 (CelebAMask-HQ) classes group into regions.
+
+Class ids are :mod:`facex_data.schema`'s (``CLASS_ID``); a pixel a backend cannot classify
+(``schema.UNKNOWN``) belongs to no region.
+"""
 
 from __future__ import annotations
 
 import torch
 
-# BiSeNet-19 ids: 0 bg, 1 skin, 2 l_brow, 3 r_brow, 4 l_eye, 5 r_eye, 6 glasses, 7 l_ear, 8 r_ear, 9 earring,
-# 10 nose, 11 mouth, 12 u_lip, 13 l_lip, 14 neck, 15 necklace, 16 cloth, 17 hair, 18 hat.
-UNKNOWN_ID = 255  # written by offline backends that cannot classify a pixel: it belongs to no region
+from facex_data.schema import CLASS_ID
 
+REGION_CLASSES: dict[str, tuple[str, ...]] = {
+    "brows": ("l_brow", "r_brow"),
+    "eyes": ("l_eye", "r_eye"),
+    "nose": ("nose",),
+    "lips": ("mouth", "u_lip", "l_lip"),
+    "ears": ("l_ear", "r_ear", "earring"),
+    "skin": ("skin",),
+    "hair": ("hair",),
+    "background": ("background",),
+    "glasses": ("glasses",),
+    "neck": ("neck",),
+    "cloth": ("necklace", "cloth"),
+    "hat": ("hat",),
+}
 REGION_CLASS_IDS: dict[str, tuple[int, ...]] = {
-    "brows": (2, 3),
-    "eyes": (4, 5),
-    "nose": (10,),
-    "lips": (11, 12, 13),
-    "ears": (7, 8, 9),
-    "skin": (1,),
-    "hair": (17,),
-    "background": (0,),
-    "glasses": (6,),
-    "neck": (14,),
-    "cloth": (15, 16),
-    "hat": (18,),
+    region: tuple(CLASS_ID[c] for c in classes) for region, classes in REGION_CLASSES.items()
 }
 
 # The paper's FORD regions (§3.2); the rest of the vocabulary serves region editing and the region assembler.

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facex_model import sampling
-from facex_model.pipeline import Face, FaceXInputError, FaceXPipeline
+from facex_model import denoising
+from facex_model.inputs import FaceXInputError, open_video
+from facex_model.pipeline import Face, FaceXPipeline
 
 VIDEO_TASKS = ("reenact", "swap", "animate")
 
@@ -32,22 +33,6 @@ class VideoResult:
     fps: float
     frames_without_face: int
     audio: bool
-
-
-def _reader(path: Path):
-    from facex_data.decode import ClipReader, DecodeError
-
-    try:
-        reader = ClipReader(path)
-        return reader, reader.info()
-    except DecodeError as err:
-        raise FaceXInputError(f"video {err}") from None
-
-
-def first_frame(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB first frame of a video (a video given where one image is wanted)."""
-    reader, _ = _reader(Path(path))
-    return reader.frames([0])[0]
 
 
 def smooth(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
@@ -63,18 +48,20 @@ def smooth(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def realign(pipe: FaceXPipeline, frame: np.ndarray, detection, transform: np.ndarray, landmarks: np.ndarray):
-    """A frame's features re-extracted from the crop a smoothed transform gives (landmarks in frame space)."""
+def realign(pipe: FaceXPipeline, frame: np.ndarray, detection, transform: np.ndarray, landmarks: np.ndarray,
+            points5: np.ndarray):
+    """A frame's features measured on the crop a smoothed transform gives (landmarks and 5 points in frame space)."""
     from facex_data.extractors import AlignedFaces, FaceFeatures
 
     ex = pipe.extractors
     size = ex.options.crop_size
     crop = cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
     lmk = (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
-    faces = AlignedFaces(crop[None], lmk[None])
-    parsing, identity, tdmm, gaze = (ex.parsing(faces), ex.identity(faces), ex.tdmm(faces), ex.gaze(faces))
-    smoothed = dataclasses.replace(detection, crop=crop, landmarks=lmk, transform=transform)
-    return FaceFeatures(smoothed, parsing[0], identity[0], tdmm[0], gaze[0])
+    pts = (points5 @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
+    m = ex.measure(AlignedFaces(crop[None], lmk[None], pts[None]))
+    smoothed = dataclasses.replace(detection, crop=crop, landmarks=lmk, transform=transform, points5=pts)
+    return FaceFeatures(smoothed, m.parsing[0], m.identity[0], m.tdmm[0], m.gaze[0],
+                        None if m.idmap is None else m.idmap[0])  # fmt: skip
 
 
 def to_frame_coords(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:
@@ -113,13 +100,13 @@ def run_video(
     target_video, out_path = Path(target_video), Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise FaceXInputError(f"--out {out_path}: a video task writes .mp4")
-    reader, info = _reader(target_video)
+    reader, info = open_video(target_video)
     if out_path.resolve() == target_video.resolve():
         raise FaceXInputError(f"--out {out_path} is the input video; write to another file")
     source_face = pipe.detect(source, "source", source_face_index)
     source_inputs = pipe.face_inputs(source_face)
     r = pipe.resolution
-    noise = sampling.initial_noise(pipe.model, 1, r, r, torch.Generator().manual_seed(seed))
+    noise = denoising.initial_noise(pipe.model, 1, r, r, torch.Generator().manual_seed(seed))
 
     # pass 1: detect and align every frame, then smooth the tracks
     detections: list = []
@@ -133,7 +120,7 @@ def run_video(
                 except FaceXInputError:
                     detections.append(None)
         else:
-            detections.extend(pipe.extractors(frames))
+            detections.extend(pipe.extractors.features(frames))
     valid = np.array([d is not None for d in detections])
     if not valid.any():
         raise FaceXInputError(f"no face found in any frame of {target_video}; use a video with a visible face")
@@ -142,8 +129,13 @@ def run_video(
         [to_frame_coords(d.detection.landmarks, d.detection.transform) if d is not None else np.zeros((68, 2))
          for d in detections]
     )  # fmt: skip
+    points5 = np.stack(
+        [to_frame_coords(d.detection.points5, d.detection.transform) if d is not None else np.zeros((5, 2))
+         for d in detections]
+    )  # fmt: skip
     transforms = smooth(transforms, valid, smooth_window)
     landmarks = smooth(landmarks, valid, smooth_window)
+    points5 = smooth(points5, valid, smooth_window)
 
     # pass 2: generate frame by frame, write as we go
     from facex_model.watermark import embed
@@ -176,7 +168,7 @@ def run_video(
             if done is not None:
                 frame = done
             elif valid[i]:
-                features = realign(pipe, frame, detections[i].detection, transforms[i], landmarks[i])
+                features = realign(pipe, frame, detections[i].detection, transforms[i], landmarks[i], points5[i])
                 target_face = Face(frame, features, f"{target_video} frame {i}")
                 result = pipe.generate(
                     task, source_face, target_face, steps=steps, cfg_scale=cfg_scale, scheduler=scheduler,

@@ -1,8 +1,9 @@
 """Face extractors: one interface, pluggable backends chosen by name (``extract.extractors`` in params).
 
-A backend is an :class:`ExtractorSet`: an aligner (detect + landmarks + aligned crop per frame) and
-four batched extractors over aligned crops (parsing, identity, 3DMM/pose + expression, gaze). Output
-shapes and dtypes are fixed by :mod:`facex_data.schema`.
+A backend is an :class:`ExtractorSet`: an aligner (detect + landmarks + 5 points + aligned crop per
+frame) and four batched extractors over :class:`AlignedFaces` (parsing, identity, 3DMM/pose +
+expression, gaze). Callers use its two calls, :meth:`ExtractorSet.features` (frames) and
+:meth:`ExtractorSet.measure` (aligned faces). Output shapes and dtypes are fixed by :mod:`facex_data.schema`.
 
 Plugging in a backend (the ``paper`` one, later): put a module ``facex_data.extractors.<name>`` that
 decorates a factory with ``@register_backend("<name>")``; :func:`build_extractors` imports it on first
@@ -14,10 +15,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,24 +27,29 @@ from facex_data import schema
 
 @dataclass(frozen=True)
 class ExtractorOptions:
-    """What every backend factory receives (built by the pipeline from ``ExtractConfig``)."""
+    """What every backend factory receives (built from the extract section and the weights dir)."""
 
     crop_size: int = 256
     detector_upsample: int = 0
-    models_dir: Path | None = None
+    weights_dir: Path | None = None
     device: str = "cpu"
-    detector: str = "scrfd"  # paper backend: "scrfd" (insightface, from models_dir) or "dlib" (shipped HOG + 68)
+    detector: str = "scrfd"  # paper backend: "scrfd" (insightface, from weights_dir) or "dlib" (shipped HOG + 68)
+
+    @classmethod
+    def recorded(
+        cls, meta: Mapping[str, Any], weights_dir: Path | None = None, device: str = "cpu"
+    ) -> ExtractorOptions:
+        """The options that rebuild the backend a shard sample was written with (its json records the crop size
+        and every part), so that generated faces are measured exactly as the training data was."""
+        aligner = meta["extractors"]["detector"]["name"]
+        if aligner not in DETECTOR_OF_ALIGNER:
+            raise ValueError(f"shards were aligned by {aligner!r}, which this version cannot rebuild; re-extract")
+        return cls(crop_size=int(meta["crop_size"]), weights_dir=weights_dir, device=device,
+                   detector=DETECTOR_OF_ALIGNER[aligner])  # fmt: skip
 
 
-@dataclass
-class AlignedFaces:
-    """A batch of aligned face crops and their landmarks in crop coordinates."""
-
-    crops: np.ndarray  # (B, S, S, 3) uint8 RGB
-    landmarks: np.ndarray  # (B, 68, 2) float32 (x, y)
-
-    def __len__(self) -> int:
-        return len(self.crops)
+# the aligner a sample json names -> the ExtractorOptions.detector that builds it (their `name` attributes)
+DETECTOR_OF_ALIGNER = {"insightface-scrfd": "scrfd", "dlib-hog-landmarks68": "dlib"}
 
 
 @dataclass
@@ -55,15 +61,81 @@ class Detection:
     bbox: tuple[int, int, int, int]  # (left, top, right, bottom) in frame pixels
     n_faces: int
     transform: np.ndarray  # (2, 3) float64, frame -> crop similarity
+    points5: np.ndarray  # (5, 2) float32 eye centres, nose tip, mouth corners in crop coordinates (the detector's own
+    # keypoints where it has them, else taken from the 68 landmarks): what the paper's extractors align to
+
+
+@dataclass
+class AlignedFaces:
+    """A batch of aligned face crops and their points in crop coordinates: what the extractors read."""
+
+    crops: np.ndarray  # (B, S, S, 3) uint8 RGB
+    landmarks: np.ndarray  # (B, 68, 2) float32 (x, y)
+    points5: np.ndarray  # (B, 5, 2) float32
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    @classmethod
+    def of(cls, crops: np.ndarray, landmarks: np.ndarray) -> AlignedFaces:
+        """Faces known only by their 68 landmarks (e.g. a generated crop in a known face's frame)."""
+        from facex_data.extractors.align import five_points
+
+        landmarks = np.asarray(landmarks, np.float32)
+        return cls(np.asarray(crops), landmarks, np.stack([five_points(p) for p in landmarks]).astype(np.float32))
+
+    @classmethod
+    def from_detections(cls, detections: Sequence[Detection]) -> AlignedFaces:
+        return cls(np.stack([d.crop for d in detections]), np.stack([d.landmarks for d in detections]),
+                   np.stack([d.points5 for d in detections]))  # fmt: skip
+
+
+@dataclass
+class Measurements:
+    """What a backend's four extractors read off a batch of aligned faces (index i = face i)."""
+
+    parsing: np.ndarray  # (B, S, S) uint8 BiSeNet-19 ids (schema.UNKNOWN where the backend cannot tell)
+    identity: np.ndarray  # (B, ID_DIM) float32 embedding
+    tdmm: np.ndarray  # (B, TDMM_DIM) float32 coefficients (schema.TDMM_LAYOUTS)
+    gaze: np.ndarray  # (B, 2) float32 yaw, pitch in radians
+    idmap: np.ndarray | None = None  # (B, *schema.IDMAP_SHAPE) the identity network's feature map, where it has one
+
+    def __len__(self) -> int:
+        return len(self.identity)
+
+
+@dataclass
+class FaceFeatures:
+    """Everything extracted from one frame's face, ready for the shard writer or the model."""
+
+    detection: Detection
+    parsing: np.ndarray
+    identity: np.ndarray
+    tdmm: np.ndarray
+    gaze: np.ndarray
+    idmap: np.ndarray | None = None
 
 
 class Extractor(Protocol):
+    """One of the parsing / tdmm / gaze extractors: aligned faces -> one array per face."""
+
     name: str
     version: str
     weights: dict[str, str]  # file name -> sha256
-    num_gpus: float  # > 0 when the backend runs on a GPU (the pipeline then asks Ray for GPU actors)
+    num_gpus: float  # > 0 when the backend runs on a GPU (the extraction then asks Ray for GPU actors)
 
     def __call__(self, faces: AlignedFaces) -> np.ndarray: ...
+
+
+class IdentityExtractor(Protocol):
+    """The identity extractor: aligned faces -> (embeddings, feature maps or None)."""
+
+    name: str
+    version: str
+    weights: dict[str, str]
+    num_gpus: float
+
+    def __call__(self, faces: AlignedFaces) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class FaceAligner(Protocol):
@@ -76,28 +148,23 @@ class FaceAligner(Protocol):
 
 
 @dataclass
-class FaceFeatures:
-    """Everything extracted from one frame, ready for the shard writer."""
-
-    detection: Detection
-    parsing: np.ndarray
-    identity: np.ndarray
-    tdmm: np.ndarray
-    gaze: np.ndarray
-
-
-@dataclass
 class ExtractorSet:
-    """A backend: the aligner and the four extractors, called together on a batch of frames."""
+    """A backend: an aligner and four extractors. Every caller uses its two calls, never a part directly:
+
+    - :meth:`features`: frames -> the largest face of each, aligned and measured (extraction, inference, video);
+    - :meth:`measure`: already aligned faces -> their measurements (evaluation of generated faces, video frames
+      re-aligned along a smoothed track).
+    """
 
     backend: str
     aligner: FaceAligner
     parsing: Extractor
-    identity: Extractor
+    identity: IdentityExtractor
     tdmm: Extractor
     gaze: Extractor
     parsing_classes: tuple[str, ...]  # classes this backend can produce; every other pixel is UNKNOWN
     options: ExtractorOptions = field(default_factory=ExtractorOptions)
+    extra_description: dict = field(default_factory=dict)  # backend-specific facts for the sample json
 
     @property
     def num_gpus(self) -> float:
@@ -107,33 +174,41 @@ class ExtractorSet:
         """Name, version and weight hashes of every part (recorded in each sample's json)."""
         parts = {"detector": self.aligner, "parsing": self.parsing, "identity": self.identity,
                  "tdmm": self.tdmm, "gaze": self.gaze}
-        return {
+        out = {
             "backend": self.backend,
             **{role: {"name": e.name, "version": e.version, "weights": dict(e.weights)} for role, e in parts.items()},
             "parsing_classes": list(self.parsing_classes),
             "parsing_unknown_value": schema.UNKNOWN,
             "tdmm_layout": {k: list(v) for k, v in schema.TDMM_LAYOUTS[self.backend].items()},
         }
+        for key, value in self.extra_description.items():
+            out[key] = {**out[key], **value} if isinstance(out.get(key), dict) else value
+        return out
 
-    def __call__(self, frames: np.ndarray) -> list[FaceFeatures | None]:
-        """Extract features for a (B, H, W, 3) uint8 RGB batch; None where a frame shows no face."""
+    def measure(self, faces: AlignedFaces) -> Measurements:
+        """The four extractors on a batch of aligned faces; shapes and dtypes checked against the schema."""
+        identity, idmap = self.identity(faces)
+        out = Measurements(self.parsing(faces), identity, self.tdmm(faces), self.gaze(faces), idmap)
+        for i in range(len(faces)):
+            schema.check_sample_arrays(self.backend, out.identity[i], out.tdmm[i], out.gaze[i], faces.landmarks[i],
+                                       out.parsing[i], self.options.crop_size, None if idmap is None else idmap[i])
+        return out
+
+    def features(self, frames: np.ndarray) -> list[FaceFeatures | None]:
+        """Align and measure the largest face of each (B, H, W, 3) uint8 RGB frame; None where none is found."""
         detections = self.aligner(frames)
         found = [d for d in detections if d is not None]
         if not found:
             return [None] * len(detections)
-        faces = AlignedFaces(np.stack([d.crop for d in found]), np.stack([d.landmarks for d in found]))
-        parsing, identity, tdmm, gaze = (self.parsing(faces), self.identity(faces), self.tdmm(faces),
-                                         self.gaze(faces))
+        m = self.measure(AlignedFaces.from_detections(found))
         out: list[FaceFeatures | None] = []
         j = 0
         for d in detections:
             if d is None:
                 out.append(None)
                 continue
-            feats = FaceFeatures(d, parsing[j], identity[j], tdmm[j], gaze[j])
-            schema.check_sample_arrays(self.backend, feats.identity, feats.tdmm, feats.gaze, d.landmarks,
-                                       feats.parsing, self.options.crop_size)
-            out.append(feats)
+            out.append(FaceFeatures(d, m.parsing[j], m.identity[j], m.tdmm[j], m.gaze[j],
+                                    None if m.idmap is None else m.idmap[j]))  # fmt: skip
             j += 1
         return out
 
@@ -184,5 +259,5 @@ def sha256_file(path: Path) -> str:
 
 __all__ = [
     "AlignedFaces", "Detection", "Extractor", "ExtractorOptions", "ExtractorSet", "FaceAligner", "FaceFeatures",
-    "available_backends", "build_extractors", "register_backend", "sha256_file",
+    "IdentityExtractor", "Measurements", "available_backends", "build_extractors", "register_backend", "sha256_file",
 ]

@@ -21,19 +21,12 @@ from facex_data.extractors import (
     register_backend,
     sha256_file,
 )
+from facex_data.extractors.align import L_EYE, R_EYE, crop_template, five_points, similarity_transform
 from facex_data.faces import dlib_model_path, frontal_detector
 
 VERSION = "1"
 DLIB_VERSION = f"dlib-{dlib.__version__}"
 PARSING_CLASSES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "mouth", "u_lip", "l_lip")
-
-# ArcFace's 112-px 5-point template (eye centres, nose tip, mouth corners), shrunk so the crop keeps
-# hair and chin around the face: the paper's 128-px ArcFace input is a centre crop of this one.
-ARCFACE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-)
-TEMPLATE_SCALE = 0.55
-TEMPLATE_SHIFT_Y = 0.03
 
 # A generic 3-D face (mm) for solvePnP, camera axes (x right, y down, z away from the camera):
 # nose tip, chin, image-left eye outer corner, image-right eye outer corner, mouth corners.
@@ -44,35 +37,9 @@ POSE_MODEL = np.array(
 POSE_POINTS = [30, 8, 36, 45, 48, 54]
 
 L_BROW, R_BROW = list(range(17, 22)), list(range(22, 27))
-L_EYE, R_EYE = list(range(36, 42)), list(range(42, 48))
 U_LIP = [48, 49, 50, 51, 52, 53, 54, 64, 63, 62, 61, 60]
 L_LIP = [54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]
 MOUTH = list(range(60, 68))
-
-
-def crop_template(size: int) -> np.ndarray:
-    """Where the 5 alignment points go in a ``size`` x ``size`` crop."""
-    unit = (ARCFACE_112 - 56.0) / 112.0 * TEMPLATE_SCALE + np.array([0.5, 0.5 + TEMPLATE_SHIFT_Y])
-    return unit * size
-
-
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """68 landmarks -> (eye centres, nose tip, mouth corners)."""
-    return np.stack([landmarks[L_EYE].mean(0), landmarks[R_EYE].mean(0), landmarks[30], landmarks[48], landmarks[54]])
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (Umeyama) mapping src points onto dst, as a 2x3 matrix."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ sign @ vt
-    scale = np.trace(np.diag(sig) @ sign) / s.var(0).sum()
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
 
 
 class DlibAligner:
@@ -107,7 +74,7 @@ class DlibAligner:
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         landmarks = (points @ m[:, :2].T + m[:, 2]).astype(np.float32)
         bbox = (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
-        return Detection(crop, landmarks, bbox, len(rects), m)
+        return Detection(crop, landmarks, bbox, len(rects), m, five_points(landmarks).astype(np.float32))
 
 
 class DlibIdentity:
@@ -122,7 +89,7 @@ class DlibIdentity:
         self.model = dlib.face_recognition_model_v1(str(path))
         self.weights = {path.name: sha256_file(path)}
 
-    def __call__(self, faces: AlignedFaces) -> np.ndarray:
+    def __call__(self, faces: AlignedFaces) -> tuple[np.ndarray, None]:
         out = np.zeros((len(faces), schema.ID_DIM["offline"]), np.float32)
         for i, (crop, lmk) in enumerate(zip(faces.crops, faces.landmarks)):
             size = crop.shape[0]
@@ -131,7 +98,7 @@ class DlibIdentity:
                 dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lmk]),
             )
             out[i] = np.asarray(self.model.compute_face_descriptor(np.ascontiguousarray(crop), shape, 0, 0.25))
-        return out
+        return out, None  # a descriptor, no feature map
 
 
 def head_pose(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

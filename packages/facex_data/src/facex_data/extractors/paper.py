@@ -5,7 +5,7 @@
 - identity: ArcFace iresnet100 (glint360k), PyTorch ``.pth`` or ONNX: the 512-d embedding of the
   ``face_align.norm_crop`` 112-px crop and the layer-4 map of the 128-px crop (``idmap.npy``);
 - parsing: BiSeNet, 19 CelebAMask-HQ classes, on the aligned crop at 512 px;
-- 3DMM: Deep3DFaceRecon ResNet-50 on its own 224-px crop (5 points aligned to the BFM landmark template);
+- 3DMM: Deep3DFaceRecon ResNet-50 on its own 224-px crop, cut as upstream's ``align_img`` cuts it;
 - gaze: L2CS-Net ResNet-50 (binned yaw/pitch) on a 448-px face crop.
 
 Every model runs batched; on CUDA under fp16 autocast (BiSeNet, ResNet-50s, ArcFace) or ONNX Runtime's
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from facex_data import schema
 from facex_data.extractors import (
@@ -30,16 +30,16 @@ from facex_data.extractors import (
     Detection,
     ExtractorOptions,
     ExtractorSet,
-    FaceFeatures,
     register_backend,
     sha256_file,
 )
+from facex_data.extractors.align import ARCFACE_112, crop_template, similarity_transform
 from facex_data.extractors.nets import CheckpointError, count_blocks, load_strict, read_state_dict
 from facex_data.extractors.nets.bisenet import BiSeNet
 from facex_data.extractors.nets.heads import L2CS, PUPIL_HEAD, RECON_HEADS, ReconNet
 from facex_data.extractors.nets.iresnet import IResNet
-from facex_data.extractors.offline import ARCFACE_112, DlibAligner, crop_template, five_points, similarity_transform
-from facex_data.models import paper_extract_keys, require_weights, resolve_models_dir
+from facex_data.extractors.offline import DlibAligner
+from facex_data.weights import paper_extract_keys, require_weights, resolve_weights_dir
 
 VERSION = "1"
 PARSING_CLASSES = schema.PARSING_CLASSES  # the full 19-class map: no pixel is UNKNOWN
@@ -55,16 +55,6 @@ GAZE_BINS = {90: (4.0, -180.0), 28: (3.0, -42.0)}
 # L2CS's first head is the horizontal angle, + = towards image left; its second, + = up (upstream's
 # vis.draw_gaze): both are negated into the schema's convention (+ = image right / down)
 GAZE_SIGN = np.array([-1.0, -1.0], np.float32)
-
-
-@dataclass
-class PaperDetection(Detection):
-    points5: np.ndarray | None = None  # (5, 2) float32 eye centres, nose tip, mouth corners, crop coordinates
-
-
-@dataclass
-class PaperFeatures(FaceFeatures):
-    idmap: np.ndarray | None = None  # schema.IDMAP_SHAPE float16
 
 
 def torch_device(device: str) -> torch.device:
@@ -154,7 +144,7 @@ class ScrfdAligner:
     def __call__(self, frames: np.ndarray) -> list[Detection | None]:
         return [self.align(frame) for frame in frames]
 
-    def align(self, frame: np.ndarray) -> PaperDetection | None:
+    def align(self, frame: np.ndarray) -> Detection | None:
         import dlib
 
         image = np.ascontiguousarray(frame)
@@ -171,19 +161,7 @@ class ScrfdAligner:
         points68 = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         landmarks = (points68 @ m[:, :2].T + m[:, 2]).astype(np.float32)
         crop_points5 = (points5 @ m[:, :2].T + m[:, 2]).astype(np.float32)
-        return PaperDetection(crop, landmarks, (left, top, right, bottom), len(boxes), m, crop_points5)
-
-
-class DlibPaperAligner(DlibAligner):
-    """The offline backend's aligner (shipped dlib models) feeding the paper's extractors."""
-
-    def align(self, frame: np.ndarray) -> PaperDetection | None:
-        d = super().align(frame)
-        if d is None:
-            return None
-        return PaperDetection(
-            d.crop, d.landmarks, d.bbox, d.n_faces, d.transform, five_points(d.landmarks).astype(np.float32)
-        )
+        return Detection(crop, landmarks, (left, top, right, bottom), len(boxes), m, crop_points5)
 
 
 def _insightface_version() -> str:
@@ -192,13 +170,13 @@ def _insightface_version() -> str:
     return insightface.__version__
 
 
-def arcface_crops(faces: AlignedFaces, points5: np.ndarray, size: int) -> np.ndarray:
+def arcface_crops(faces: AlignedFaces, size: int) -> np.ndarray:
     """insightface ``face_align.norm_crop`` of every face (112: ArcFace template; 128: +8 px in x)."""
     from insightface.utils import face_align
 
     with warnings.catch_warnings():  # insightface calls a scikit-image API deprecated in 0.26
         warnings.simplefilter("ignore", FutureWarning)
-        return np.stack([face_align.norm_crop(c, p, image_size=size) for c, p in zip(faces.crops, points5)])
+        return np.stack([face_align.norm_crop(c, p, image_size=size) for c, p in zip(faces.crops, faces.points5)])
 
 
 class ArcFaceTorch:
@@ -317,9 +295,9 @@ class ArcFaceIdentity:
             self.runner = ArcFaceTorch(path, torch_device(options.device))
             self.version = f"torch-{torch.__version__}/{VERSION}"
 
-    def __call__(self, faces: AlignedFaces, points5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        crop112 = arcface_crops(faces, points5, schema.ARCFACE_CROP)
-        crop_map = arcface_crops(faces, points5, schema.IDMAP_CROP)
+    def __call__(self, faces: AlignedFaces) -> tuple[np.ndarray, np.ndarray]:
+        crop112 = arcface_crops(faces, schema.ARCFACE_CROP)
+        crop_map = arcface_crops(faces, schema.IDMAP_CROP)
         embedding, fmap = self.runner(crop112, crop_map)
         if fmap.shape[1:] != schema.IDMAP_SHAPE:
             raise ValueError(f"ArcFace map is {fmap.shape[1:]}, schema.IDMAP_SHAPE says {schema.IDMAP_SHAPE}")
@@ -378,16 +356,24 @@ def pos(xp: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
     return np.array([k[3], k[7]]), (np.linalg.norm(k[0:3]) + np.linalg.norm(k[4:7])) / 2
 
 
-def deep3d_transform(points5: np.ndarray, height: int, width: int, lm3d: np.ndarray) -> np.ndarray:
-    """Deep3DFaceRecon's ``align_img`` as one 2x3 matrix: scale so the face matches the template at
-    ``DEEP3D_RESCALE``, centre it in a 224 crop (no rotation, as upstream)."""
-    lm = points5.astype(np.float64).copy()
-    lm[:, 1] = height - 1 - lm[:, 1]  # upstream fits with y pointing up
+def deep3d_crop(image: np.ndarray, points5: np.ndarray, lm3d: np.ndarray) -> np.ndarray:
+    """Deep3DFaceRecon's input crop, cut exactly as upstream's ``util/preprocess.py`` ``align_img`` /
+    ``resize_n_crop_img`` cut it (after its loader flips y: ``lm[:, 1] = H - 1 - lm[:, 1]``, in float32).
+
+    A scaled-orthographic fit of the 5 points to the template gives (t, s); s = 102 / s; the image is resized
+    with PIL BICUBIC to (int(w0 s), int(h0 s)) and cropped at integer offsets (left, up), each truncated toward
+    zero as numpy's ``astype(np.int32)`` does; PIL fills what lies outside the image with black. No rotation.
+    """
+    h0, w0 = image.shape[:2]
+    lm = np.asarray(points5, np.float32).copy()
+    lm[:, 1] = h0 - 1 - lm[:, 1]
     t, s = pos(lm, lm3d)
     s = DEEP3D_RESCALE / s
-    left = width * s / 2 - DEEP3D_INPUT / 2 + (t[0] - width / 2) * s
-    up = height * s / 2 - DEEP3D_INPUT / 2 + (height / 2 - t[1]) * s
-    return np.array([[s, 0.0, -left], [0.0, s, -up]])
+    w, h = int(w0 * s), int(h0 * s)
+    left = int(w / 2 - DEEP3D_INPUT / 2 + (t[0] - w0 / 2) * s)
+    up = int(h / 2 - DEEP3D_INPUT / 2 + (h0 / 2 - t[1]) * s)
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize((w, h), resample=Image.Resampling.BICUBIC)
+    return np.asarray(resized.crop((left, up, left + DEEP3D_INPUT, up + DEEP3D_INPUT)))
 
 
 class Deep3DCoefficients:
@@ -415,13 +401,8 @@ class Deep3DCoefficients:
         self.dim = schema.TDMM_DIM["paper"] + (PUPIL_HEAD if self.pupil else 0)
 
     @torch.inference_mode()
-    def __call__(self, faces: AlignedFaces, points5: np.ndarray) -> np.ndarray:
-        crops = np.stack(
-            [
-                warp(c, deep3d_transform(p, c.shape[0], c.shape[1], self.lm3d), DEEP3D_INPUT, cv2.INTER_CUBIC)
-                for c, p in zip(faces.crops, points5)
-            ]
-        )
+    def __call__(self, faces: AlignedFaces) -> np.ndarray:
+        crops = np.stack([deep3d_crop(c, p, self.lm3d) for c, p in zip(faces.crops, faces.points5)])
         with autocast(self.device):
             coeffs = self.model(to_tensor(crops, self.device, np.zeros(3, np.float32), np.ones(3, np.float32)))
         return coeffs.float().cpu().numpy().astype(np.float32)
@@ -457,11 +438,11 @@ class L2CSGaze:
         self.template = gaze_template(GAZE_INPUT)
 
     @torch.inference_mode()
-    def __call__(self, faces: AlignedFaces, points5: np.ndarray) -> np.ndarray:
+    def __call__(self, faces: AlignedFaces) -> np.ndarray:
         crops = np.stack(
             [
                 warp(c, similarity_transform(p.astype(np.float64), self.template), GAZE_INPUT)
-                for c, p in zip(faces.crops, points5)
+                for c, p in zip(faces.crops, faces.points5)
             ]
         )
         with autocast(self.device):
@@ -470,60 +451,33 @@ class L2CSGaze:
         return (np.deg2rad(degrees.cpu().numpy()) * GAZE_SIGN).astype(np.float32)
 
 
-@dataclass
-class PaperExtractorSet(ExtractorSet):
-    """The four extractors share the aligner's 5 points; ArcFace adds the identity map."""
-
-    def describe(self) -> dict:
-        out = super().describe()
-        if getattr(self.tdmm, "pupil", False):
-            out["tdmm_layout"].update({k: list(v) for k, v in schema.TDMM_OPTIONAL["paper"].items()})
-        out["idmap"] = {
+@register_backend("paper")
+def paper_backend(options: ExtractorOptions) -> ExtractorSet:
+    """The four extractors share the aligner's 5 points; ArcFace adds the identity map (``idmap.npy``)."""
+    if options.detector not in ("scrfd", "dlib"):
+        raise ValueError(f"extract.detector must be scrfd or dlib, got {options.detector!r}")
+    weights_dir = resolve_weights_dir(options.weights_dir)
+    found = require_weights(weights_dir, paper_extract_keys(options.detector), "extract")
+    aligner = ScrfdAligner(options, found["scrfd"]) if options.detector == "scrfd" else DlibAligner(options)
+    tdmm = Deep3DCoefficients(options, found["deep3d"], found["deep3d_lm3d"])
+    extra = {
+        "idmap": {
             "shape": list(schema.IDMAP_SHAPE),
             "dtype": np.dtype(schema.IDMAP_DTYPE).name,
             "crop": schema.IDMAP_CROP,
             "tensor": "iresnet layer4 output (before bn2)",
         }
-        return out
-
-    def __call__(self, frames: np.ndarray) -> list[FaceFeatures | None]:
-        detections = self.aligner(frames)
-        found = [d for d in detections if d is not None]
-        if not found:
-            return [None] * len(detections)
-        faces = AlignedFaces(np.stack([d.crop for d in found]), np.stack([d.landmarks for d in found]))
-        points5 = np.stack([d.points5 for d in found])
-        embedding, idmap = self.identity(faces, points5)
-        parsing, tdmm, gaze = self.parsing(faces), self.tdmm(faces, points5), self.gaze(faces, points5)
-        out: list[FaceFeatures | None] = []
-        j = 0
-        for d in detections:
-            if d is None:
-                out.append(None)
-                continue
-            feats = PaperFeatures(d, parsing[j], embedding[j], tdmm[j], gaze[j], idmap[j])
-            schema.check_sample_arrays(
-                self.backend, feats.identity, feats.tdmm, feats.gaze, d.landmarks, feats.parsing, self.options.crop_size
-            )
-            out.append(feats)
-            j += 1
-        return out
-
-
-@register_backend("paper")
-def paper_backend(options: ExtractorOptions) -> PaperExtractorSet:
-    if options.detector not in ("scrfd", "dlib"):
-        raise ValueError(f"extract.detector must be scrfd or dlib, got {options.detector!r}")
-    models_dir = resolve_models_dir(options.models_dir)
-    found = require_weights(models_dir, paper_extract_keys(options.detector), "extract")
-    aligner = ScrfdAligner(options, found["scrfd"]) if options.detector == "scrfd" else DlibPaperAligner(options)
-    return PaperExtractorSet(
+    }
+    if tdmm.pupil:
+        extra["tdmm_layout"] = {k: list(v) for k, v in schema.TDMM_OPTIONAL["paper"].items()}
+    return ExtractorSet(
         backend="paper",
         aligner=aligner,
         parsing=BiSeNetParsing(options, found["bisenet"]),
         identity=ArcFaceIdentity(options, found["arcface"]),
-        tdmm=Deep3DCoefficients(options, found["deep3d"], found["deep3d_lm3d"]),
+        tdmm=tdmm,
         gaze=L2CSGaze(options, found["gaze"]),
         parsing_classes=PARSING_CLASSES,
         options=options,
+        extra_description=extra,
     )

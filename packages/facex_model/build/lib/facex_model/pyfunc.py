@@ -1,0 +1,143 @@
+"""FaceX as an MLflow pyfunc model: what the register stage logs and what `models:/facex-swap@champion` resolves to.
+
+The logged artifacts are the model folder (config.json + facex_trainable.safetensors); the frozen SD backbone is
+referenced by the path in config.json, never copied. `predict` takes a DataFrame (or a dict / list of dicts) with
+one row per request:
+
+    task     swap | headswap | reenact | edit | inpaint | animate
+    source   path or base64 image (not needed for inpaint)
+    target   path or base64 image
+    optional: reference, mask (path or base64), regions (list or "eyes,nose"), steps, cfg_scale, seed, scheduler
+
+and returns a DataFrame with one base64 PNG per row ("image"), watermarked and tagged synthetic/FaceX.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from facex_model.pipeline import find_model_dir
+
+ARTIFACT_KEY = "model_dir"
+DEFAULT_STEPS = 20
+
+
+class FaceXPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads a FaceXPipeline from the logged model folder; one output image per input row.
+
+    `predict` has no type hints on purpose: MLflow would turn them into an input schema that cannot express rows
+    mixing paths, base64 strings and numbers (it says so with a warning when this module is imported).
+    """
+
+    def load_context(self, context: Any) -> None:
+        from facex_model.pipeline import FaceXPipeline
+
+        self.pipeline = FaceXPipeline.from_pretrained(find_model_dir(Path(context.artifacts[ARTIFACT_KEY])))
+
+    # no type hints on context / model_input: MLflow would turn them into a (wrong) input schema
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # noqa: ANN001
+        rows = _rows(model_input)
+        images = [encode_png(self._one(row, params or {})) for row in rows]
+        return pd.DataFrame({"image": images})
+
+    def _one(self, row: Mapping[str, Any], params: Mapping[str, Any]) -> Image.Image:
+        def arg(name: str, default: Any = None) -> Any:
+            value = row.get(name, params.get(name, default))
+            return default if _missing(value) else value
+
+        regions = arg("regions")
+        if isinstance(regions, str):
+            regions = [r.strip() for r in regions.split(",") if r.strip()]
+        out = self.pipeline(
+            str(arg("task", "swap")),
+            source=_image(arg("source")),
+            target=_image(arg("target")),
+            reference=_image(arg("reference")),
+            mask=_image(arg("mask"), mode="L"),
+            regions=list(regions) if regions is not None else None,
+            steps=int(arg("steps", DEFAULT_STEPS)),
+            cfg_scale=float(arg("cfg_scale", 3.0)),
+            scheduler=str(arg("scheduler", "ddim")),
+            seed=int(arg("seed", 0)),
+            watermark=True,
+        )
+        return out.image
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _rows(model_input: Any) -> list[dict[str, Any]]:
+    if isinstance(model_input, pd.DataFrame):
+        return model_input.to_dict(orient="records")
+    if isinstance(model_input, Mapping):
+        values = dict(model_input)
+        if all(isinstance(v, (list, tuple)) for v in values.values()) and values:
+            n = len(next(iter(values.values())))
+            return [{k: v[i] for k, v in values.items()} for i in range(n)]
+        return [values]
+    if isinstance(model_input, list):
+        return [dict(r) for r in model_input]
+    raise TypeError(f"FaceX predict takes a DataFrame, a dict or a list of dicts, not {type(model_input).__name__}")
+
+
+def _image(value: Any, mode: str = "RGB") -> Any:
+    """A path stays a path (the pipeline reports missing files); anything else is decoded as base64."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return Image.open(io.BytesIO(value)).convert(mode)
+    text = str(value)
+    if len(text) < 4096 and Path(text).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".mp4"):
+        return Path(text)
+    try:
+        raw = base64.b64decode(text, validate=True)
+        return Image.open(io.BytesIO(raw)).convert(mode)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"input {text[:40]!r}...: neither an image path nor a base64-encoded image ({err})") from None
+
+
+def encode_png(image: Image.Image) -> str:
+    """base64 PNG with the synthetic/FaceX text chunks (the pixels are already watermarked)."""
+    from facex_model.watermark import png_info
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=png_info())
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_png(data: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+def log_model(
+    model_dir: Path, artifact_path: str, registered_model_name: str | None = None
+) -> mlflow.models.model.ModelInfo:
+    """Log a saved FaceX model folder as a pyfunc model in the active run (registering it when a name is given)."""
+    model_dir = find_model_dir(Path(model_dir))
+    import diffusers
+    import torch
+
+    return mlflow.pyfunc.log_model(
+        name=artifact_path,
+        python_model=FaceXPyfunc(),
+        artifacts={ARTIFACT_KEY: str(model_dir)},
+        registered_model_name=registered_model_name,
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"diffusers=={diffusers.__version__}",
+            f"mlflow=={mlflow.__version__}",
+            "facex-model",
+            "facex-data",
+        ],
+    )

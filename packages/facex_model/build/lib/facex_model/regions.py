@@ -1,0 +1,56 @@
+"""The facial region vocabulary and how the BiSeNet-19 (CelebAMask-HQ) classes group into regions.
+
+Class ids are :mod:`facex_data.schema`'s (``CLASS_ID``); a pixel a backend cannot classify
+(``schema.UNKNOWN``) belongs to no region.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from facex_data.schema import CLASS_ID
+
+REGION_CLASSES: dict[str, tuple[str, ...]] = {
+    "brows": ("l_brow", "r_brow"),
+    "eyes": ("l_eye", "r_eye"),
+    "nose": ("nose",),
+    "lips": ("mouth", "u_lip", "l_lip"),
+    "ears": ("l_ear", "r_ear", "earring"),
+    "skin": ("skin",),
+    "hair": ("hair",),
+    "background": ("background",),
+    "glasses": ("glasses",),
+    "neck": ("neck",),
+    "cloth": ("necklace", "cloth"),
+    "hat": ("hat",),
+}
+REGION_CLASS_IDS: dict[str, tuple[int, ...]] = {
+    region: tuple(CLASS_ID[c] for c in classes) for region, classes in REGION_CLASSES.items()
+}
+
+# The paper's FORD regions (§3.2); the rest of the vocabulary serves region editing and the region assembler.
+PAPER_REGIONS: tuple[str, ...] = ("brows", "eyes", "nose", "lips", "ears", "skin", "hair", "background")
+ALL_REGIONS: tuple[str, ...] = tuple(REGION_CLASS_IDS)
+
+FACE_REGIONS: tuple[str, ...] = ("brows", "eyes", "nose", "lips", "skin")
+HEAD_REGIONS: tuple[str, ...] = (*FACE_REGIONS, "ears", "hair")
+
+
+def region_masks(parsing: torch.Tensor, regions: tuple[str, ...] | list[str] = PAPER_REGIONS) -> torch.Tensor:
+    """(B, H, W) integer parsing map -> (B, R, H, W) float {0, 1} masks, one per region, in `regions` order."""
+    if parsing.ndim == 4:
+        parsing = parsing.squeeze(1)
+    masks = []
+    for name in regions:
+        if name not in REGION_CLASS_IDS:
+            raise KeyError(f"unknown region {name!r}; known regions: {', '.join(ALL_REGIONS)}")
+        ids = torch.tensor(REGION_CLASS_IDS[name], device=parsing.device, dtype=parsing.dtype)
+        masks.append(torch.isin(parsing, ids))
+    return torch.stack(masks, dim=1).float()
+
+
+def union_mask(parsing: torch.Tensor, regions: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """(B, H, W) parsing -> (B, 1, H, W) float mask of the union of `regions` (all zeros for no regions)."""
+    if not regions:
+        return torch.zeros_like(parsing if parsing.ndim == 4 else parsing.unsqueeze(1), dtype=torch.float32)
+    return region_masks(parsing, regions).amax(dim=1, keepdim=True)

@@ -1,0 +1,40 @@
+"""A training job: built from the stage configs as they are, serialised for Ray exactly, named by what shapes it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from facex_data.paths import InputPath
+from facex_model.model import FaceXConfig
+from facex_train.code import module_closure
+from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
+from facex_train.train import TRAJECTORY_ROOTS, TrainJob
+
+
+def _job(**train) -> TrainJob:
+    config = TrainConfig(shards=InputPath("/data/shards"), model=ModelConfig(rep_dim=32, inp_channels=(8, 16)), **train)
+    return TrainJob(name="generalist", task="headswap", steps=3, model_config=FaceXConfig("/b").to_json(),
+                    train=config, compute=ComputeConfig(num_workers=2), holdout=["a_1"], model_dir="/o",
+                    storage_path="/s")  # fmt: skip
+
+
+def test_a_job_survives_the_json_trip_to_the_workers():
+    job = _job(learning_rate=3e-4)
+    back = TrainJob.from_json(job.to_json())
+    assert back == job and isinstance(back.train.shards, InputPath) and back.train.model.inp_channels == (8, 16)
+
+
+def test_the_run_name_follows_what_shapes_the_trajectory_only():
+    base = _job().run_name()
+    assert base.startswith("generalist-") and _job().run_name() == base
+    assert _job(learning_rate=3e-4).run_name() != base
+    assert dataclasses.replace(_job(), steps=4).run_name() != base
+    for unshaping in (dict(log_every=5), dict(cache_mb=0), dict(prefetch=False), dict(checkpoint_every=3)):
+        assert _job(**unshaping).run_name() == base, unshaping
+    assert dataclasses.replace(_job(), model_dir="/elsewhere", storage_path="/x").run_name() == base
+
+
+def test_the_code_hash_covers_the_model_and_training_modules_not_inference():
+    names = {p.name for p in module_closure(TRAJECTORY_ROOTS)}
+    assert {"train.py", "pairs.py", "model.py", "frc.py", "fors.py", "ford.py", "features.py", "shards.py"} <= names
+    assert not {"pipeline.py", "video.py", "cli.py", "evaluation.py", "watermark.py"} & names

@@ -1,0 +1,111 @@
+"""The paper profile end to end, as a user runs it: in a fresh clone, random-weight stand-ins of the paper's weights in
+the weights dir, `extract.extractors: paper`, every DVC stage (extract, train, finetune, evaluate, register,
+examples), then `facex reenact` on a short video and `facex swap` on an image with a paper-backend model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.helpers import face_change
+from tests.pipelines.test_demo_e2e import REPO, overlay_venv
+
+
+def _short_clip(src: Path, out: Path, frames: int) -> Path:
+    """The first `frames` frames of a clip, re-encoded (a driving video for reenactment)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(out), "w") as dst:
+        stream = dst.add_stream("libx264", rate=25)
+        stream.width = stream.height = 256
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i == frames:
+                break
+            image = frame.to_image().resize((256, 256))
+            for packet in stream.encode(av.VideoFrame.from_image(image)):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    return out
+
+
+@pytest.mark.slow
+def test_paper_profile_runs_every_stage_then_video_and_image_tasks(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    venv = overlay_venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "FACEX_"))}
+    env["OMP_NUM_THREADS"] = "1"
+
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["extract"].update(extractors="paper", detector="scrfd", crop_size=128)
+    params["demo_clips"].update(size=256, min_seconds=1.0, max_seconds=1.4)
+    params["evaluate"].update(max_pairs=4, steps=2)
+    params["examples"].update(steps=2)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def run(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), cwd=clone, env=env, capture_output=True, text=True, timeout=timeout)
+
+    setup = run("make", "setup", f"VENV={venv}")
+    assert setup.returncode == 0, setup.stdout[-2000:] + setup.stderr[-2000:]
+    python = str(venv / "bin" / "python")
+    weights = clone / params["weights"]["dir"]
+    standins = run(python, "-c", f"from facex_data.standins import write_random_standins as w; w({str(weights)!r})")
+    assert standins.returncode == 0, standins.stderr[-2000:]
+
+    repro = run(python, "-m", "dvc", "repro")
+    assert repro.returncode == 0, repro.stdout[-4000:] + repro.stderr[-4000:]
+    for stage in ("extract", "train_generalist", "finetune@reenact", "finetune@swap", "evaluate", "register",
+                  "examples"):  # fmt: skip
+        assert f"Running stage '{stage}'" in repro.stdout + repro.stderr, stage
+
+    shards = clone / params["extract"]["out_dir"]
+    ledger = json.loads((shards / "ledger.json").read_text())
+    assert ledger["run"]["extractors"] == "paper" and ledger["totals"]["samples"] > 0
+    models = clone / params["train"]["out_dir"]
+    for name in ("generalist", "reenact", "swap"):
+        config = json.loads((models / name / "config.json").read_text())
+        assert config["extractors"] == "paper" and config["id_tokens"] == 64 and config["id_dim"] == 512
+    metrics = json.loads((clone / params["evaluate"]["out_dir"] / "metrics.json").read_text())
+    assert set(metrics) == {"generalist", "reenact", "swap"}
+    for name, m in metrics.items():
+        assert m["protocol"]["extractors"] == "paper", name
+        assert m["reenact"]["pairs"] == m["swap"]["pairs"] == 4 and m["self_reconstruction"]["pairs"] == 4
+    registry = json.loads((clone / params["register"]["out"]).read_text())["models"]
+    assert {n: r["version"] for n, r in registry.items()} == {"generalist": "1", "reenact": "1", "swap": "1"}
+    index = json.loads((clone / params["examples"]["out_dir"] / "index.json").read_text())
+    assert {g["model"] for g in index["grids"].values()} == {"generalist", "reenact", "swap"}
+
+    # the tasks users run, with a paper-backend model (the extractors read the stand-ins from --weights-dir)
+    clips = sorted((clone / params["demo_clips"]["out_dir"]).rglob("*.mp4"))
+    driving = _short_clip(clips[0], tmp_path / "driving.mp4", frames=5)
+    import av
+
+    with av.open(str(clips[-1])) as c:
+        source = tmp_path / "source.png"
+        next(c.decode(video=0)).to_image().save(source)
+    with av.open(str(clips[0])) as c:
+        target = tmp_path / "target.png"
+        next(c.decode(video=0)).to_image().save(target)
+    facex = str(venv / "bin" / "facex")
+    video = run(facex, "reenact", "--source", str(source), "--target", str(driving), "--out", str(tmp_path / "o.mp4"),
+                "--model", str(models / "reenact"), "--weights-dir", str(weights), "--steps", "1")  # fmt: skip
+    assert video.returncode == 0, video.stdout[-2000:] + video.stderr[-2000:]
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
+    image = run(facex, "swap", "--source", str(source), "--target", str(target), "--out", str(tmp_path / "o.png"),
+                "--model", str(models / "swap"), "--weights-dir", str(weights), "--steps", "1")  # fmt: skip
+    assert image.returncode == 0, image.stdout[-2000:] + image.stderr[-2000:]
+    with Image.open(tmp_path / "o.png") as out:
+        assert out.size == Image.open(target).size
+        inside, _ = face_change(out, target)
+    assert inside > 4 and not np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(Image.open(target)))
