@@ -179,9 +179,13 @@ def test_a_clean_install_from_the_packages_own_pyprojects(tmp_path):
     package, after which every module of every package imports."""
     torch_pin = next(line for line in (REPO / "requirements.lock").read_text().splitlines()
                      if line.startswith("torch=="))  # fmt: skip
+    import shutil
+
+    sources = tmp_path / "packages"  # a copy: building writes build/ folders beside the sources
+    shutil.copytree(REPO / "packages", sources, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     python = _venv(tmp_path / "venv")
     _pip(python, torch_pin)
-    _pip(python, str(REPO / "packages" / "facex_data"), str(REPO / "packages" / "facex_model"))
+    _pip(python, str(sources / "facex_data"), str(sources / "facex_model"))
     installed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True)
     names = {d["name"].lower() for d in json.loads(installed.stdout)}
     assert not set(TRAINING_ONLY) & names, f"the runtime pulled in {set(TRAINING_ONLY) & names}"
@@ -192,7 +196,7 @@ def test_a_clean_install_from_the_packages_own_pyprojects(tmp_path):
     help_text = subprocess.run([str(facex), "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "swap" in help_text.stdout and "extract" in help_text.stdout
 
-    _pip(python, str(REPO / "packages" / "facex_train"))
+    _pip(python, str(sources / "facex_train"))
     everything = [m for p in PACKAGES for m in _modules(p)]
     result = _import_all(python, everything)
     assert result.returncode == 0, result.stderr[-3000:]
