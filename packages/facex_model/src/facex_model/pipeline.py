@@ -17,6 +17,7 @@ task's output has the target's size), and `edit`'s regions come from the user's 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,31 +164,68 @@ class FaceXPipeline:
         return self.model.config.resolution
 
     # --- faces ------------------------------------------------------------------------------------------------
-    def detect(self, image: ImageInput, name: str = "image", face_index: int | None = None) -> Face:
-        """Load an input and align one face: the largest, or the `face_index`-th by size (0 = largest)."""
+    def detect(
+        self, image: ImageInput, name: str = "image", face_index: int | None = None, like: np.ndarray | None = None
+    ) -> Face:
+        """Load an input and align one face: the largest, the `face_index`-th by size (0 = largest), or the one most
+        like a reference (`like`: an identity embedding from :meth:`identity`)."""
         frame = load_image(image, name, self.max_side, self.warn)
         label = f"{name} {image}" if isinstance(image, (str, Path)) else name
+        features, n_faces = self.select_face(frame, label, face_index, like)
+        return Face(frame, features, label, n_faces)
+
+    def identity(self, image: ImageInput, name: str = "reference face") -> np.ndarray:
+        """The identity embedding of the (largest) face in an image: what `target_face_like` compares faces by.
+
+        A 1-D array is taken as an embedding already computed (reuse one over many calls)."""
+        if isinstance(image, np.ndarray) and image.ndim == 1:
+            return image.astype(np.float32)
+        return np.asarray(self.detect(image, name).features.identity, dtype=np.float32).ravel()
+
+    def select_face(
+        self, frame: np.ndarray, label: str, face_index: int | None = None, like: np.ndarray | None = None
+    ) -> tuple[Any, int]:
+        """(features of the chosen face, faces found) in an (H, W, 3) uint8 RGB frame, as :meth:`detect` chooses."""
+        if face_index is not None and like is not None:
+            raise FaceXInputError(f"{label}: choose the face by --face-index or by --target-face-like, not both")
         features = self.extractors.features(frame[None])[0]
         if features is None:
             raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
         n_faces = features.detection.n_faces
+        if like is not None:
+            return (self._most_like(frame, features, like, label) if n_faces > 1 else features), n_faces
         if face_index is None:
             if n_faces > 1:
-                self.warn(f"{label} shows {n_faces} faces: using the largest (choose another with --face-index)")
-            return Face(frame, features, label, n_faces)
+                self.warn(
+                    f"{label} shows {n_faces} faces: using the largest (choose another with --face-index or "
+                    "--target-face-like)"
+                )
+            return features, n_faces
         if not 0 <= face_index < n_faces:
             raise FaceXInputError(f"{label} shows {n_faces} face(s): --face-index must be 0..{n_faces - 1}")
         if face_index == 0:
-            return Face(frame, features, label, n_faces)
-        return Face(frame, self._nth_face(frame, face_index, label), label, n_faces)
+            return features, n_faces
+        boxes = self._face_boxes(frame)
+        if face_index >= len(boxes):
+            raise FaceXInputError(f"{label} shows {len(boxes)} face(s): --face-index must be 0..{len(boxes) - 1}")
+        return self._align_in_window(frame, boxes, face_index, label), n_faces
 
-    def _nth_face(self, frame: np.ndarray, index: int, label: str):
-        """Align the `index`-th largest face: extract from a window around it with the other faces greyed out."""
+    def _most_like(self, frame: np.ndarray, largest: Any, like: np.ndarray, label: str) -> Any:
+        """Of the faces in `frame`, the one whose identity embedding is closest (cosine) to `like`."""
+        boxes = self._face_boxes(frame)
+        candidates = [largest]
+        for index in range(1, len(boxes)):
+            with contextlib.suppress(NoFaceError):
+                candidates.append(self._align_in_window(frame, boxes, index, label))
+        return max(candidates, key=lambda f: identity_similarity(f.identity, like))
+
+    def _face_boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
         from facex_data.faces import detect_faces
 
-        boxes = detect_faces(frame, upsample=self.extractors.options.detector_upsample)
-        if index >= len(boxes):
-            raise FaceXInputError(f"{label} shows {len(boxes)} face(s): --face-index must be 0..{len(boxes) - 1}")
+        return detect_faces(frame, upsample=self.extractors.options.detector_upsample)
+
+    def _align_in_window(self, frame: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], index: int, label: str):
+        """Align the face in `boxes[index]`: extract from a window around it with the other faces greyed out."""
         left, top, right, bottom = boxes[index]
         h, w = frame.shape[:2]
         pad = max(right - left, bottom - top)
@@ -227,6 +265,7 @@ class FaceXPipeline:
         seed: int | None = 0,
         face_index: int | None = None,
         source_face_index: int | None = None,
+        target_face_like: ImageInput | None = None,
         watermark: bool = True,
     ) -> FaceXOutput:
         """Run one task on one target image.
@@ -238,7 +277,9 @@ class FaceXPipeline:
         edit: the target with `regions` taken from `source` (or `reference`); `edits` applies several, mixed in one
             pass (each region from its own reference) or in sequence (`sequential=True`, progressive editing).
         inpaint: the target with `mask` (white = repaint) regenerated.
-        `face_index` picks the target's face (0 = largest), `source_face_index` the source's.
+        `face_index` picks the target's face (0 = largest), `source_face_index` the source's; `target_face_like` (an
+            image of the person, or their embedding from `identity`) picks the target's face whose identity embedding
+            is closest to that person's.
         With `watermark` (default) the output carries the FaceX watermark (see facex_model.watermark).
         """
         if task not in TASKS:
@@ -246,12 +287,13 @@ class FaceXPipeline:
         if target is None:
             raise FaceXInputError(f"{task} needs a target image")
         options = dict(steps=steps, cfg_scale=cfg_scale, scheduler=scheduler, seed=seed)
+        like = self.identity(target_face_like, "--target-face-like") if target_face_like is not None else None
         if task == "edit":
             edits = self._edits(source, reference, regions, edits)
-            target_face = self.detect(target, "target", face_index)
+            target_face = self.detect(target, "target", face_index, like)
             out = self.edit(target_face, edits, sequential=sequential, **options)
         else:
-            target_face = self.detect(target, "target", face_index)
+            target_face = self.detect(target, "target", face_index, like)
             if task == "inpaint":
                 if mask is None:
                     raise FaceXInputError("inpaint needs a mask (white = repaint) the size of the target")
@@ -468,6 +510,12 @@ class FaceXPipeline:
         return np.clip(m, 0, 1).astype(np.float32)
 
 
+def identity_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two identity embeddings (1 = same direction)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
 def paste_back(frame: np.ndarray, generated: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """alpha-blend `generated` over `frame`; where alpha is 0 the frame's pixel is kept exactly."""
     a = alpha[..., None]
@@ -553,5 +601,6 @@ def _known() -> str:
 
 __all__ = [
     "FACE_REGIONS", "HEAD_REGIONS", "TASKS", "Edit", "Face", "FaceXInputError", "FaceXOutput", "FaceXPipeline",
-    "ImageInput", "NoFaceError", "image_grid", "load_image", "load_mask", "paste_back", "resolve_model",
+    "ImageInput", "NoFaceError", "identity_similarity", "image_grid", "load_image", "load_mask", "paste_back",
+    "resolve_model",
 ]  # fmt: skip

@@ -1,7 +1,9 @@
 """Reenactment and face swap over a video: decord in, H.264 mp4 out (original fps, audio copied), one face per frame.
 
+Frames are decoded upright (a phone video's display rotation applied), so the output plays upright everywhere.
 Stability: the per-frame alignments are smoothed over time (a centred moving average of the frame -> crop similarity
-and of the landmarks), the source is encoded once, and every frame starts from the same initial noise.
+and of the landmarks), the source is encoded once, and every frame starts from the same initial noise. With a
+reference face, each frame's face is the one most like that person (not the largest), so the same person is followed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from PIL import Image
 
 from facex_model import denoising
-from facex_model.inputs import FaceXInputError, open_video
+from facex_model.inputs import FaceXInputError, ImageInput, open_video
 from facex_model.pipeline import Face, FaceXPipeline
 
 VIDEO_TASKS = ("reenact", "swap", "animate")
@@ -48,8 +50,9 @@ def smooth(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def realign(pipe: FaceXPipeline, frame: np.ndarray, detection, transform: np.ndarray, landmarks: np.ndarray,
-            points5: np.ndarray):
+def realign(
+    pipe: FaceXPipeline, frame: np.ndarray, detection, transform: np.ndarray, landmarks: np.ndarray, points5: np.ndarray
+):
     """A frame's features measured on the crop a smoothed transform gives (landmarks and 5 points in frame space)."""
     from facex_data.extractors import AlignedFaces, FaceFeatures
 
@@ -83,6 +86,7 @@ def run_video(
     seed: int = 0,
     face_index: int | None = None,
     source_face_index: int | None = None,
+    target_face_like: ImageInput | None = None,
     smooth_window: int = 5,
     batch_frames: int = 16,
     watermark: bool = True,
@@ -94,17 +98,21 @@ def run_video(
 
     With `resume`, generated frames are also kept in `<out>.frames.partial/` (lossless PNG) until the video is
     complete, and a re-run with the same settings generates only the frames that are not there yet.
+    `target_face_like` (an image of the person): in every frame, the face most like that person is the one changed.
     """
     if task not in VIDEO_TASKS:
         raise FaceXInputError(f"{task} on a video: only {', '.join(VIDEO_TASKS)} take a target video")
     target_video, out_path = Path(target_video), Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise FaceXInputError(f"--out {out_path}: a video task writes .mp4")
+    if face_index is not None and target_face_like is not None:
+        raise FaceXInputError("choose the target face by --face-index or by --target-face-like, not both")
     reader, info = open_video(target_video)
     if out_path.resolve() == target_video.resolve():
         raise FaceXInputError(f"--out {out_path} is the input video; write to another file")
     source_face = pipe.detect(source, "source", source_face_index)
     source_inputs = pipe.face_inputs(source_face)
+    like = pipe.identity(target_face_like, "--target-face-like") if target_face_like is not None else None
     r = pipe.resolution
     noise = denoising.initial_noise(pipe.model, 1, r, r, torch.Generator().manual_seed(seed))
 
@@ -113,10 +121,10 @@ def run_video(
     for start in _tqdm(range(0, info.n_frames, batch_frames), progress, "detect", unit="batch"):
         idx = list(range(start, min(info.n_frames, start + batch_frames)))
         frames = reader.frames(idx)
-        if face_index:
-            for f in frames:
+        if face_index or like is not None:
+            for i, f in zip(idx, frames):
                 try:
-                    detections.append(pipe.detect(f, f"{target_video} frame", face_index).features)
+                    detections.append(pipe.select_face(f, f"{target_video} frame {i}", face_index, like)[0])
                 except FaceXInputError:
                     detections.append(None)
         else:
@@ -144,6 +152,7 @@ def run_video(
         "task": task, "source": str(source) if not isinstance(source, np.ndarray) else "array",
         "target": str(target_video.resolve()), "target_bytes": target_video.stat().st_size, "steps": steps,
         "cfg_scale": cfg_scale, "scheduler": scheduler, "seed": seed, "face_index": face_index,
+        "target_face_like": None if like is None else like.round(4).tolist(),
         "smooth_window": smooth_window, "model": pipe.model.config.to_json(),
     }  # fmt: skip
     cache = FrameCache(out_path.with_suffix(".frames.partial"), settings) if resume else None
