@@ -37,10 +37,19 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory) -> Path:
-    """A small CelebV-HQ-layout sample set (2 people x 1 clip, 256 px, ~1.2 s) for fast tests."""
+    """Small demo clips in CelebV-HQ's layout (2 people x 1 clip, 256 px, ~1.2 s) for fast tests."""
     from facex_data.demo_clips import DemoClipsConfig, make_demo_clips
 
     out = tmp_path_factory.mktemp("sample")
-    cfg = DemoClipsConfig(out_dir=out, seed=7, clips_per_person=1, size=256, min_seconds=1.0, max_seconds=1.4)
+    cfg = DemoClipsConfig(out_dir=out, seed=7, clips_per_person=1, size=256, min_seconds=1.0, max_seconds=1.4,
+                          people=("astronaut", "grace_hopper"))  # fmt: skip
     make_demo_clips(cfg, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A random tiny SD-architecture backbone in the diffusers layout (model, training and latents tests share it)."""
+    from facex_model.backbone import build_tiny_backbone
+
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny_sd"), seed=0)

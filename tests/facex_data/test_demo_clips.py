@@ -1,4 +1,4 @@
-"""The embedded sample set: CelebV-HQ layout, decodable, reproducible, and showing real faces."""
+"""The demo clips: CelebV-HQ layout, decodable, reproducible, nine real people with a moving face and expression."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import decord
 import numpy as np
 import pytest
 
+from facex_data.config import BUILTIN_PEOPLE
 from facex_data.demo_clips import (
     ACTION_MAPPING,
     APPEARANCE_MAPPING,
@@ -45,7 +46,7 @@ def test_layout_and_metadata_match_the_files(small_sample):
         assert 0 <= box["top"] < box["bottom"] <= 1 and 0 <= box["left"] < box["right"] <= 1
         assert len(clip["attributes"]["appearance"]) == 40
         assert clip["attributes"]["emotion"]["labels"] in info["meta_info"]["emotion_mapping"]
-    assert (small_sample / "README.md").read_text().startswith("# FaceX embedded sample set")
+    assert (small_sample / "README.md").read_text().startswith("# FaceX demo clips")
 
 
 def test_clips_decode_with_decord_and_pyav_as_declared(small_sample):
@@ -89,7 +90,7 @@ def test_motion_moves_the_face(small_sample):
 
 @pytest.mark.slow
 def test_dlib_finds_exactly_one_face_in_95_percent_of_frames_of_every_default_clip(tmp_path):
-    cfg = load_params(DEFAULT_PARAMS).sample
+    cfg = load_params(DEFAULT_PARAMS).demo_clips
     make_demo_clips(cfg, out_dir=tmp_path, progress=False)
     for path in sorted((tmp_path / CLIP_DIR).glob("*.mp4")):
         reader = decord.VideoReader(str(path))
@@ -114,3 +115,54 @@ def test_extra_portrait_without_a_face_is_refused_with_its_name(tmp_path, real_d
                           extra_portraits=[cat])
     with pytest.raises(ValueError, match="cat_01.jpg: no face found"):
         make_demo_clips(cfg, progress=False)
+
+
+def test_the_default_people_are_nine_portraits_from_installed_packages():
+    from facex_data.demo_clips import builtin_portraits
+
+    portraits = builtin_portraits()
+    assert [p.name for p in portraits] == list(BUILTIN_PEOPLE) and len(portraits) == 9
+    for p in portraits:
+        assert p.image.ndim == 3 and p.image.shape[2] == 3 and len(detect_faces(p.image)) >= 1, p.name
+    with pytest.raises(ValueError, match="demo_clips.people: unknown nobody"):
+        DemoClipsConfig(people=("astronaut", "nobody"))
+
+
+def test_the_expression_opens_the_mouth_and_closes_the_eyes_where_the_landmarks_say():
+    """The warp moves the face to the expression's landmarks: dlib, run again on the warped portrait, finds the
+    mouth open and the eyes shut, and a zero expression changes nothing."""
+    import dlib
+
+    from facex_data.demo_clips import ExpressionWarp, builtin_portraits
+    from facex_data.extractors.offline import expression_features
+    from facex_data.faces import dlib_model_path, largest_face_box
+
+    portrait = builtin_portraits(("astronaut",))[0]
+    box = largest_face_box(portrait.image)
+    warp = ExpressionWarp(portrait.image, box)
+    predictor = dlib.shape_predictor(str(dlib_model_path("landmarks68")))
+
+    def features(image):
+        shape = predictor(image, dlib.rectangle(*box))
+        return dict(zip(("mouth_open", "mouth_width", "l_eye_open", "r_eye_open"),
+                        expression_features(np.array([(p.x, p.y) for p in shape.parts()], np.float32))))
+
+    still = features(portrait.image)
+    assert np.array_equal(warp(portrait.image, {"mouth": 0.0, "smile": 0.0, "blink": 0.0}), portrait.image)
+    talking = features(warp(portrait.image, {"mouth": 1.0, "smile": 0.0, "blink": 0.0}))
+    blinking = features(warp(portrait.image, {"mouth": 0.0, "smile": 0.0, "blink": 1.0}))
+    assert talking["mouth_open"] > still["mouth_open"] + 0.1
+    assert blinking["l_eye_open"] < 0.8 * still["l_eye_open"] and blinking["r_eye_open"] < 0.8 * still["r_eye_open"]
+
+
+def test_clip_expressions_are_seeded_and_move_over_time():
+    from facex_data.demo_clips import Expression
+
+    def draw(seed: int, strength: float = 1.0) -> Expression:
+        return Expression.draw(np.random.default_rng(seed), 3.0, strength)
+
+    a = draw(3)
+    assert a == draw(3) != draw(4)
+    mouth = [a.at(t)["mouth"] for t in np.linspace(0, 3, 76)]
+    assert max(mouth) - min(mouth) > 0.25 and a.blinks and max(a.at(b)["blink"] for b in a.blinks) == pytest.approx(1)
+    assert draw(3, 0.0).at(1.0) == {"mouth": 0.0, "smile": 0.0, "blink": 0.0}

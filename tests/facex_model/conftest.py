@@ -34,13 +34,6 @@ def face_parsing(batch: int, dy: int = 0, dx: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def tiny_backbone(tmp_path_factory) -> Path:
-    from facex_model.backbone import build_tiny_backbone
-
-    return build_tiny_backbone(tmp_path_factory.mktemp("tiny_sd"), seed=0)
-
-
-@pytest.fixture(scope="session")
 def other_backbone(tmp_path_factory) -> Path:
     """Another random checkpoint of the same SD architecture (a stand-in for a community SD-1.5 fine-tune)."""
     from facex_model.backbone import build_tiny_backbone

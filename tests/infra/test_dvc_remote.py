@@ -32,21 +32,23 @@ def tree_digest(root: Path) -> dict[str, str]:
 def test_push_then_pull_into_a_fresh_clone_restores_identical_outputs(tmp_path):
     origin, remote = tmp_path / "origin", tmp_path / "remote"
     subprocess.run(["git", "clone", "-q", str(REPO), str(origin)], check=True)
-    # shrink the sample stage so the round trip is about DVC, not about encoding video
-    params = (origin / "params.yaml").read_text().replace("clips_per_person: 2", "clips_per_person: 1")
-    params = params.replace("size: 512", "size: 128").replace("max_seconds: 4.0", "max_seconds: 2.0")
-    (origin / "params.yaml").write_text(params)
-    dvc("repro", "sample", cwd=origin)
+    # shrink the demo_clips stage so the round trip is about DVC, not about encoding video
+    import yaml
+
+    params = yaml.safe_load((origin / "params.yaml").read_text())
+    params["demo_clips"].update(clips_per_person=1, size=128, max_seconds=2.0, people=["astronaut", "grace_hopper"])
+    (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc("repro", "demo_clips", cwd=origin)
     dvc("remote", "add", "-d", "--local", "testremote", str(remote), cwd=origin)
-    dvc("push", "sample", cwd=origin)
+    dvc("push", "demo_clips", cwd=origin)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "commit", "-qam", "sample outputs"], cwd=origin, check=True)
+    subprocess.run([*git, "commit", "-qam", "demo clips outputs"], cwd=origin, check=True)
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
-    assert not (clone / "data" / "sample").exists()
+    assert not (clone / "data" / "demo_clips").exists()
     dvc("remote", "add", "-d", "--local", "testremote", str(remote), cwd=clone)
-    dvc("pull", "sample", cwd=clone)
-    assert tree_digest(clone / "data" / "sample") == tree_digest(origin / "data" / "sample")
-    status = dvc("status", "sample", cwd=clone)
+    dvc("pull", "demo_clips", cwd=clone)
+    assert tree_digest(clone / "data" / "demo_clips") == tree_digest(origin / "data" / "demo_clips")
+    status = dvc("status", "demo_clips", cwd=clone)
     assert "up to date" in status.stdout
