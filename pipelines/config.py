@@ -2,14 +2,14 @@
 
 The single source of configuration is a params file (``params.yaml`` by default, or the file named
 by ``--params`` / ``FACEX_PARAMS``). Each top-level section maps to one dataclass, the only place its
-defaults are written: a stage's own section belongs to the library that runs it
-(``facex_data.config.DemoClipsConfig`` / ``ExtractConfig``,
-``facex_train.config.TrainConfig`` / ``EvaluateConfig``), or is defined here when only a stage script
-reads it (``register``, ``examples``); ``weights``, ``compute``, ``split`` and ``tracking`` are shared
-by several stages. A stage reads its own section and the shared ones, never another stage's: what it
-needs from an earlier stage is a path in its own section that ``dvc.yaml`` declares as a dependency
-(``tests/pipelines/test_dvc_stages.py`` checks both). This module only parses and validates, so a
-typo in a key or a wrong type fails before any work starts, with the key's full path in the message.
+defaults are written: a stage's own section belongs to the library that runs it (``facex_data.config``:
+``DemoClipsConfig``, ``ExtractConfig``; ``facex_train.config``: ``PretrainConfig``, ``TrainConfig``,
+``EvaluateConfig``), or is defined here when only a stage script reads it (``register``, ``examples``);
+``weights``, ``compute``, ``split`` and ``tracking`` are shared by several stages. A stage reads its own
+section and the shared ones, never another stage's: what it needs from an earlier stage is a path in its
+own section that ``dvc.yaml`` declares as a dependency (``tests/pipelines/test_dvc_stages.py`` checks
+both). This module only parses and validates, so a typo in a key or a wrong type fails before any work
+starts, with the key's full path in the message.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import yaml
 
 from facex_data.config import DemoClipsConfig, ExtractConfig
 from facex_data.paths import InputPath
-from facex_train.config import ComputeConfig, EvaluateConfig, TrainConfig
+from facex_train.config import AblationsConfig, ComputeConfig, EvaluateConfig, PretrainConfig, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
@@ -39,14 +39,13 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class WeightsParams:
-    """The weights users bring (nothing is downloaded): where they are, and which backbone a run uses.
+    """The weights users bring (nothing is downloaded): the paper's extractors, FID Inception.
 
     ``dir`` is the one weights dir of every stage; being a DVC-tracked parameter, it always wins over
-    ``$FACEX_WEIGHTS_DIR`` (which only library calls and commands outside the stages read)."""
+    ``$FACEX_WEIGHTS_DIR`` (which only library calls and commands outside the stages read). The backbone a
+    training stage builds on is ``train.backbone``."""
 
     dir: Path = Path("weights")
-    backbone: str = "tiny"  # "tiny": a random SD-architecture stand-in built into dir; else a diffusers folder in dir
-    vision_encoder: str = "tiny"  # "tiny", or a transformers CLIP folder in dir
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,7 @@ class Params:
 
     demo_clips: DemoClipsConfig = field(default_factory=DemoClipsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     weights: WeightsParams = field(default_factory=WeightsParams)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -105,6 +105,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterParams = field(default_factory=RegisterParams)
     examples: ExamplesParams = field(default_factory=ExamplesParams)
+    ablations: AblationsConfig = field(default_factory=AblationsConfig)
 
 
 def params_path(explicit: str | os.PathLike | None = None) -> Path:

@@ -7,9 +7,10 @@ reenactment and swap (ID similarity, pose / expression / gaze L2, FID) and self-
 paper §4.1, on the held-out clips of evaluate.shards. Outputs are measured by the extractor backend the shards were
 written with (rebuilt from what their sample json records, weights from weights.dir). Writes into evaluate.out_dir:
 
-    metrics.json                   {model: {reenact: {...}, swap: {...}, self_reconstruction: {...}, headline: {...}}}
+    metrics.json                   {model: {reenact, swap, self_reconstruction: {headswap, reenact, swap},
+                                    denoising: {<task>: conditional gain}, headline}, inpainting_reference: {...}}
     plots/<model>/<kind>.csv       one row per pair (source and target sample keys + every per-pair value)
-    grids/<model>/<kind>.png       source | target | output, one pair per row
+    grids/<model>/<kind>.png       source | target | I_R | output, one pair per row
 """
 
 from __future__ import annotations
@@ -32,9 +33,18 @@ from tqdm import tqdm  # noqa: E402
 
 from facex_data.extractors import ExtractorOptions, build_extractors  # noqa: E402
 from facex_model.model import CONFIG_NAME, FaceXModel  # noqa: E402
-from facex_train.evaluation import CROSS_TASKS, HeldOutFrames, ModelReport, evaluate_model  # noqa: E402
+from facex_train.evaluation import (  # noqa: E402
+    CROSS_TASKS,
+    SELF_TASKS,
+    HeldOutFrames,
+    ModelReport,
+    evaluate_model,
+    evaluate_reference,
+)
 from facex_train.metrics import STANDIN, FaceMeasurer, build_fid  # noqa: E402
 from pipelines.config import Params, ParamsError, load_params  # noqa: E402
+
+REFERENCE = "inpainting_reference"  # the I_R baseline row of metrics.json
 
 
 class StageError(Exception):
@@ -123,7 +133,7 @@ def run(params: Params, models: dict[str, Path], progress: bool = True) -> dict[
         "fid_features": fid[0] if cfg.fid_features == STANDIN else f"{fid[0]}:{cfg.fid_features}",
     }
 
-    per_model = len(CROSS_TASKS) * len(cross_pairs) + len(self_pairs)
+    per_model = len(CROSS_TASKS) * len(cross_pairs) + len(SELF_TASKS) * len(self_pairs)
     results: dict[str, Any] = {}
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=per_model * len(models), unit="pair", desc="evaluate", disable=not progress) as bar:
@@ -143,7 +153,13 @@ def run(params: Params, models: dict[str, Path], progress: bool = True) -> dict[
             )
             results[name] = finite(report.metrics | {"protocol": protocol})
             write_report(cfg.out_dir, name, report)
+            resolution = model.config.resolution
             del model
+        # the baseline a model must beat: each task's inpainting reference I_R scored as the output
+        bar.set_postfix_str(REFERENCE)
+        reference = evaluate_reference(frames, cross_pairs, self_pairs, measurer, fid, cfg, resolution, device)
+        results[REFERENCE] = finite(reference.metrics | {"protocol": protocol})
+        write_report(cfg.out_dir, REFERENCE, reference)
     (cfg.out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
 
@@ -175,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, metrics in results.items():
-        head = metrics["headline"]
-        print(f"{name}: {head['name']} = {head['value']}")
+        if "headline" in metrics:
+            head = metrics["headline"]
+            print(f"{name}: {head['name']} = {head['value']}")
     print(f"metrics, plots and grids in {params.evaluate.out_dir}")
     return 0
 

@@ -32,32 +32,22 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
 from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
-TINY_BACKBONE = "tiny-sd15"  # weights.backbone: tiny is built once into the weights dir under this name
-
 
 def resolve_backbone(params: Params) -> tuple[Path, Path | None]:
-    """(backbone folder, CLIP folder or None) in `weights.dir`: the tiny stand-in (built once, deterministically)
-    or the diffusers / transformers folders named by `weights.backbone` / `weights.vision_encoder`."""
-    weights = params.weights
-    if weights.backbone == "tiny":
-        from facex_model.backbone import build_tiny_backbone
-
-        backbone = weights.dir / TINY_BACKBONE
-        if not (backbone / "unet").is_dir():
-            build_tiny_backbone(backbone, seed=0)  # deterministic: every machine builds the same one
-    else:
-        backbone = weights.dir / weights.backbone
-        if not (backbone / "unet").is_dir():
-            raise ParamsError(
-                f"weights.backbone: {backbone} has no unet/ folder; put the diffusers SD-1.5 folder there "
-                "(README 'Real data and weights')"
-            )
-    clip = None
-    if weights.vision_encoder != "tiny":
-        clip = weights.dir / weights.vision_encoder
-        if not (clip / "config.json").is_file():
-            raise ParamsError(f"weights.vision_encoder: {clip}/config.json not found; put CLIP ViT-L/14 there")
-    return backbone, clip
+    """(backbone folder, CLIP vision folder or None = <backbone>/clip_vision) from `train.backbone` /
+    `train.vision_encoder`: the pretrain stage's output in the embedded profile, SD-1.5 in the real one."""
+    train = params.train
+    if not (train.backbone / "unet").is_dir():
+        raise ParamsError(
+            f"train.backbone: {train.backbone} has no unet/ folder: run the pretrain stage (dvc repro pretrain), "
+            "or point it at a Stable Diffusion 1.5 diffusers folder (README 'Real data and weights')"
+        )
+    clip = train.vision_encoder
+    if clip is not None and not (clip / "config.json").is_file():
+        raise ParamsError(f"train.vision_encoder: {clip}/config.json not found; put CLIP ViT-L/14's folder there")
+    if clip is None and not (train.backbone / "clip_vision" / "config.json").is_file():
+        raise ParamsError(f"train.vision_encoder is not set and {train.backbone}/clip_vision/ has no config.json")
+    return train.backbone, clip
 
 
 def checkpoint_storage(params: Params) -> str:
@@ -122,8 +112,8 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
         "task": job.task,
         "steps": steps,
         "init_from": init_from or "",
-        "backbone": params.weights.backbone,
-        "vision_encoder": params.weights.vision_encoder,
+        "backbone": str(params.train.backbone),
+        "vision_encoder": str(params.train.vision_encoder or ""),
         "extractors": model["extractors"],
         "train_clips": len(clips) - len(holdout),
         "heldout_clips": len(holdout),

@@ -38,9 +38,10 @@ def test_trainable_parameters_are_exactly_frc_adapters_fpn_and_phi_inp(tiny_mode
     assert not any(p.requires_grad for p in frozen)
 
     with_vision = tiny_model(train_vision_encoder=True)
-    vision = {id(p) for p in with_vision.image_encoder.parameters()}
+    pooled_norm = {id(p) for p in with_vision.image_encoder.post_layernorm.parameters()}  # feeds no f_SD
+    vision = {id(p) for p in with_vision.image_encoder.parameters()} - pooled_norm
     assert vision <= {id(p) for p in with_vision.trainable_parameters()}
-    assert all(p.requires_grad for p in with_vision.image_encoder.parameters())
+    assert not pooled_norm & {id(p) for p in with_vision.trainable_parameters()}
 
 
 def test_one_step_moves_trainable_parameters_and_no_frozen_one(tiny_model, make_batch):
@@ -208,3 +209,77 @@ def test_train_mode_leaves_the_frozen_backbone_in_eval(tiny_model):
     assert model.frc.training and model.sd_adapter.training
     assert not model.unet.training and not model.vae.training and not model.image_encoder.training
     assert tiny_model(train_vision_encoder=True).train().image_encoder.training
+
+
+def test_without_frc_nothing_of_it_is_built_trained_saved_or_reinstalled(tiny_model, tmp_path):
+    from facex_model.frc import FRCAttnProcessor
+
+    full, ablated = tiny_model(), tiny_model(use_frc=False)
+    assert ablated.frc is None and "frc" not in ablated.trainable_modules()
+    frc_params = {id(p) for p in full.frc.parameters()}
+    assert frc_params <= {id(p) for p in full.trainable_parameters()}
+    assert len(ablated.trainable_parameters()) == len(full.trainable_parameters()) - len(frc_params)
+    processors = ablated.unet.attn_processors.values()
+    assert not any(isinstance(p, FRCAttnProcessor) for p in processors)
+    ablated.save_pretrained(tmp_path / "m")
+    loaded = FaceXModel.from_pretrained(tmp_path / "m")
+    assert loaded.frc is None and not any(isinstance(p, FRCAttnProcessor) for p in loaded.unet.attn_processors.values())
+    assert not any(k.startswith("frc.") for k in loaded.trainable_state_dict())
+
+
+def test_without_the_region_assembler_the_inpainting_reference_is_blank(tiny_model, make_batch):
+    batch = make_batch()
+    reference, hole = tiny_model(region_assembler=False).assemble_reference(batch, "swap")
+    assert torch.equal(reference, torch.zeros_like(reference)) and torch.equal(hole, torch.ones_like(hole))
+    full_reference, _ = tiny_model().assemble_reference(batch, "swap")
+    assert full_reference.abs().sum() > 0
+
+
+def test_without_the_representation_assembler_the_source_no_longer_reaches_f_sd(tiny_model, make_batch):
+    batch, other = make_batch(seed=0), make_batch(seed=1)
+    changed = {**batch, **{k: v for k, v in other.items() if k.startswith("source_")}}  # another source, same target
+    with torch.no_grad():
+        full = tiny_model().eval()
+        assert not torch.allclose(full.encode_conditions(batch, "reenact"), full.encode_conditions(changed, "reenact"))
+        ablated = tiny_model(representation_assembler=False, region_assembler=False).eval()
+        assert torch.equal(ablated.encode_conditions(batch, "reenact"), ablated.encode_conditions(changed, "reenact"))
+
+
+@pytest.mark.parametrize("task", ["headswap", "swap", "reenact"])
+def test_every_trainable_parameter_gets_a_gradient_in_every_step(tiny_model, make_batch, task):
+    """What lets DDP run without find_unused_parameters: no trainable parameter sits out a step, dropped
+    conditions or not, with the vision encoder trained too."""
+    model = tiny_model(train_vision_encoder=True).train()
+    for drop in (torch.zeros(2, dtype=torch.bool), torch.tensor([True, False])):
+        model.zero_grad(set_to_none=True)
+        model.training_loss(make_batch(), task, generator=torch.Generator().manual_seed(0), drop_mask=drop).backward()
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, missing[:5]
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert trainable == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_precomputed_moments_give_the_latents_the_encoder_would(tiny_model, make_batch):
+    model = tiny_model().eval()
+    images = make_batch()["target_image"]
+    with torch.no_grad():
+        moments = model.vae.encode(images).latent_dist.parameters
+        direct = model.encode_latents(images, torch.Generator().manual_seed(3))
+        stored = model.encode_latents(images, torch.Generator().manual_seed(3), moments.half().float())
+    torch.testing.assert_close(stored, direct, rtol=0, atol=2e-2)
+
+
+def test_every_attention_runs_through_pytorch_sdpa(tiny_model):
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from facex_model.frc import FRCAttnProcessor
+
+    model = tiny_model()
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    frc_layers = [m for m in model.frc.modules() if isinstance(m, Attention)]
+    assert frc_layers and len(attentions) > len(frc_layers)  # the U-Net's and FRC's own
+    for attn in attentions:
+        processor = attn.processor
+        if isinstance(processor, FRCAttnProcessor):  # attn2: the frozen cross-attention, then FRC's
+            processor = processor.base
+        assert isinstance(processor, AttnProcessor2_0), type(processor)

@@ -1,4 +1,5 @@
-"""The README's main command (`make demo`) in a temporary clone: every stage runs, then nothing reruns."""
+"""The README's main command (`make demo`, then `make ablations`) in a temporary clone, on a smaller profile of the
+same stages: every stage runs, then nothing reruns."""
 
 from __future__ import annotations
 
@@ -27,25 +28,50 @@ def overlay_venv(path: Path) -> Path:
     return path
 
 
+def small_profile(params: dict) -> dict:
+    """The embedded profile at a budget a test affords (the repo's is ~18 min): 3 people, short clips, tens of steps.
+
+    Every stage, switch and section is kept; only sizes and step counts shrink.
+    """
+    params["demo_clips"].update(people=["astronaut", "grace_hopper", "t1_1"], size=256, min_seconds=1.0,
+                                max_seconds=1.4)  # fmt: skip
+    params["extract"]["frames"].update(frames_per_clip=6)
+    params["pretrain"]["vae"].update(steps=30, batch_size=8)
+    params["pretrain"]["unet"].update(steps=30, batch_size=8)
+    params["train"].update(generalist_steps=12, specialist_steps={"reenact": 6, "swap": 6}, checkpoint_every=6)
+    params["evaluate"].update(max_pairs=4, steps=2)
+    params["examples"].update(steps=2)
+    ablations = params["ablations"]
+    ablations["train"].update(generalist_steps=6, checkpoint_every=6)
+    ablations["rows"] = {"full": {}, "no_frc": {"use_frc": False}}
+    ablations["evaluate"].update(max_pairs=4, steps=2)
+    return params
+
+
 @pytest.mark.slow
 def test_make_demo_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    params = small_profile(yaml.safe_load((clone / "params.yaml").read_text()))
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     venv = overlay_venv(tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    env["OMP_NUM_THREADS"] = "1"
+
+    def make(target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", target, f"VENV={venv}"], cwd=clone, env=env, capture_output=True, text=True, timeout=1800
+        )
 
     def demo() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["make", "demo", f"VENV={venv}"], cwd=clone, env=env, capture_output=True, text=True, timeout=1800
-        )
+        return make("demo")
 
     first = demo()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
-    params = yaml.safe_load((clone / "params.yaml").read_text())
     clips = clone / params["demo_clips"]["out_dir"]
     info = json.loads((clips / "celebvhq_info.json").read_text())
-    assert len(info["clips"]) == 2 * params["demo_clips"]["clips_per_person"]
+    assert len(info["clips"]) == 3 * params["demo_clips"]["clips_per_person"]
     assert sorted(p.stem for p in clips.rglob("*.mp4")) == sorted(info["clips"])
     assert (clone / "dvc.lock").is_file()
 
@@ -59,6 +85,13 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     keys = [s["__key__"] for s in wds.WebDataset([str(t) for t in tars], shardshuffle=False)]
     assert len(keys) == sum(c["frames"] for c in ledger["clips"]) > 0
 
+    # pretrain: the backbone the training stages load, with its scaling factor computed from the data
+    from facex_model.backbone import load_backbone
+
+    backbone = load_backbone(clone / params["pretrain"]["out_dir"])
+    pretrained = json.loads((clone / params["pretrain"]["out_dir"] / "pretrain_metrics.json").read_text())
+    assert backbone.vae.config.scaling_factor == pretrained["vae"]["scaling_factor"] != 0.18215
+
     # train_generalist -> finetune@reenact, finetune@swap: model folders with their training record
     models = clone / params["train"]["out_dir"]
     trained = {"generalist": params["train"]["generalist_steps"], **params["train"]["specialist_steps"]}
@@ -70,7 +103,11 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
 
     # evaluate -> register: every model has a headline, a registered version and a champion
     metrics = json.loads((clone / params["evaluate"]["out_dir"] / "metrics.json").read_text())
-    assert set(metrics) == {"generalist", "reenact", "swap"}
+    assert set(metrics) == {"generalist", "reenact", "swap", "inpainting_reference"}
+    for name in ("generalist", "reenact", "swap"):
+        own = metrics[name]["self_reconstruction"]["task"]
+        assert metrics[name]["headline"]["name"] == f"self_reconstruction.{own}.psnr"
+        assert 0 <= metrics[name]["swap"]["face_detection_rate"] <= 1 and "gain" in metrics[name]["denoising"]["swap"]
     registry = json.loads((clone / params["register"]["out"]).read_text())["models"]
     for name in ("generalist", "reenact", "swap"):
         assert registry[name]["headline"]["value"] == pytest.approx(metrics[name]["headline"]["value"])
@@ -86,6 +123,13 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     index = json.loads((examples / "index.json").read_text())
     assert {g["model"] for g in index["grids"].values()} == {"generalist", "reenact", "swap"}
     assert all((examples / name).is_file() for name in index["grids"])
+
+    # make ablations: one model per row, one table
+    ablate = make("ablations")
+    assert ablate.returncode == 0, ablate.stdout[-3000:] + ablate.stderr[-3000:]
+    table = json.loads((clone / "metrics" / "ablations.json").read_text())
+    assert set(table["rows"]) == {"full", "no_frc", "inpainting_reference"}
+    assert "| no_frc |" in (clone / "metrics" / "ablations.md").read_text()
 
     second = demo()
     assert second.returncode == 0, second.stderr[-3000:]

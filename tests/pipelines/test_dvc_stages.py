@@ -17,8 +17,9 @@ from pipelines.config import DEFAULT_PARAMS, load_params
 REPO = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 SHARED = {"weights", "compute", "split", "tracking"}  # sections several stages read; every other one has one owner
-OWNER = {"demo_clips": "demo_clips", "extract": "extract", "train_generalist": "train", "finetune": "train",
-         "evaluate": "evaluate", "register": "register", "examples": "examples"}  # fmt: skip
+OWNER = {"demo_clips": "demo_clips", "extract": "extract", "pretrain": "pretrain", "train_generalist": "train",
+         "finetune": "train", "evaluate": "evaluate", "register": "register", "examples": "examples",
+         "ablate": "ablations", "ablations": "ablations"}  # fmt: skip
 
 
 def _script(stage: dict) -> Path:

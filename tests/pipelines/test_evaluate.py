@@ -11,17 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from facex_data.extraction import ExtractConfig, run_extraction
 from facex_data.extractors import ExtractorOptions, build_extractors
 from facex_data.layout import holdout_clips, person_of, written_clips
 from facex_data.manifest import FrameSelection
 from facex_model.features import image_tensor, tdmm_parts
-from facex_train.evaluation import SELF, HeldOutFrames
-from facex_train.metrics import FaceMeasurer, id_similarity, l2_distance
+from facex_train.config import EvaluateConfig
+from facex_train.evaluation import SELF, SELF_TASKS, HeldOutFrames, cross_identity, pair_batch
+from facex_train.metrics import FaceMeasurer, build_fid, id_similarity, l2_distance
 
-CROSS_KEYS = {"id_similarity", "pose_l2", "expression_l2", "gaze_l2", "face_detection_rate", "fid_standin", "score"}
+CROSS_KEYS = {"id_similarity", "id_to_target", "source_closer_rate", "pose_l2", "expression_l2", "gaze_l2",
+              "face_detection_rate", "fid_standin", "score"}  # fmt: skip
 SELF_KEYS = {"ssim", "psnr", "rmse"}
+GAIN_KEYS = {"mse_own", "mse_null", "mse_mismatched", "gain", "gain_se", "mismatch_gain", "gain_pooled", "by_timestep",
+             "pairs"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -101,29 +106,34 @@ def _numbers(tree: dict) -> list[float]:
 
 def test_every_model_gets_every_metric_finite_with_a_headline(evaluated):
     metrics = json.loads((evaluated / "metrics.json").read_text())
-    assert set(metrics) == {"generalist", "swap"}
+    assert set(metrics) == {"generalist", "swap", "inpainting_reference"}
     for name, m in metrics.items():
         for task in ("reenact", "swap"):
             assert set(m[task]) >= CROSS_KEYS and "fid" not in m[task], (name, task, m[task])
             assert m[task]["pairs"] == 2
-        assert set(m[SELF]) >= SELF_KEYS and m[SELF]["pairs"] == 2
+        for task in SELF_TASKS:
+            assert set(m[SELF][task]) >= SELF_KEYS and m[SELF][task]["pairs"] == 2
         assert all(math.isfinite(v) for v in _numbers(m)), m
         assert m["protocol"]["fid_features"] == "fid_standin"
+        if name != "inpainting_reference":
+            assert {task: set(m["denoising"][task]) for task in SELF_TASKS} == dict.fromkeys(SELF_TASKS, GAIN_KEYS)
     assert metrics["swap"]["headline"] == {
-        "name": "swap.score",
-        "value": metrics["swap"]["swap"]["score"],
+        "name": f"{SELF}.swap.psnr",
+        "value": metrics["swap"][SELF]["swap"]["psnr"],
         "higher_is_better": True,
     }
-    assert metrics["generalist"]["headline"]["name"] == f"{SELF}.psnr"
+    assert metrics["generalist"]["headline"]["name"] == f"{SELF}.headswap.psnr"
     assert metrics["generalist"][SELF]["task"] == "headswap" and metrics["swap"][SELF]["task"] == "swap"
+    assert "headline" not in metrics["inpainting_reference"]  # a baseline row, never registered
 
 
 def test_plots_and_grids_are_written_per_model_and_kind(evaluated):
-    for name in ("generalist", "swap"):
-        for kind in ("reenact", "swap", SELF):
+    for name in ("generalist", "swap", "inpainting_reference"):
+        for kind in ("reenact", "swap", *(f"{SELF}_{t}" for t in SELF_TASKS)):
             rows = list(csv.DictReader((evaluated / "plots" / name / f"{kind}.csv").open()))
             assert len(rows) == 2
-            assert (evaluated / "grids" / name / f"{kind}.png").stat().st_size > 0
+            with Image.open(evaluated / "grids" / name / f"{kind}.png") as grid:
+                assert grid.size == (4 * 128, 2 * 128)  # source | target | I_R | output, a pair per row
 
 
 def test_only_held_out_clips_are_evaluated_and_cross_pairs_cross_identities(evaluated, shards):
@@ -131,11 +141,11 @@ def test_only_held_out_clips_are_evaluated_and_cross_pairs_cross_identities(eval
     held = holdout_clips(clips, 2)
     assert held == {"facexsample-astronaut_1", "facexsample-grace_hopper_1"}
     for name in ("generalist", "swap"):
-        for kind in ("reenact", "swap", SELF):
+        for kind in ("reenact", "swap", f"{SELF}_headswap"):
             for row in csv.DictReader((evaluated / "plots" / name / f"{kind}.csv").open()):
                 source, target = row["source"].split("/")[0], row["target"].split("/")[0]
                 assert {source, target} <= held
-                if kind == SELF:
+                if kind.startswith(SELF):
                     assert source == target and row["source"] != row["target"]
                 else:
                     assert person_of(source) != person_of(target)
@@ -209,3 +219,47 @@ def test_a_model_trained_on_another_backend_is_refused(shards, tiny_backbone_dir
     assert main(["--params", str(_params(tmp_path, shards)), "--model", str(folder), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "'paper'" in err and "'offline'" in err and str(folder) in err
+
+
+def _cross(shards, produce, resolution: int):
+    frames = HeldOutFrames(shards, 2)
+    pairs = frames.cross_identity_pairs(4, 0)
+    meta = frames.first_meta()
+    measurer = FaceMeasurer(build_extractors("offline", ExtractorOptions.recorded(meta)))
+    settings = EvaluateConfig(batch_size=4)
+    section, rows, _ = cross_identity(frames, pairs, "swap", produce, measurer, build_fid("standin", None), settings,
+                                      resolution, torch.device("cpu"))  # fmt: skip
+    return section, rows
+
+
+def test_a_blank_output_is_a_miss_with_no_motion_error_and_scores_zero(shards):
+    section, rows = _cross(shards, lambda batch, i: torch.zeros_like(batch["target_image"]), 64)
+    assert section["face_detection_rate"] == 0 and section["score"] == 0
+    assert section["pose_l2"] is None and section["expression_l2"] is None and section["gaze_l2"] is None
+    assert all(r["face_detected"] == 0 and r["pose_l2"] is None for r in rows)
+
+
+def test_an_output_equal_to_the_source_has_its_identity_and_one_equal_to_the_target_the_targets(shards):
+    crop = HeldOutFrames(shards, 2).first_meta()["crop_size"]  # at the stored crop size: the very pixels measured
+    source, _ = _cross(shards, lambda batch, i: batch["source_image"], crop)
+    assert source["face_detection_rate"] == 1 and source["id_similarity"] > 0.99
+    assert source["source_closer_rate"] == 1 and source["score"] == 1
+    target, _ = _cross(shards, lambda batch, i: batch["target_image"], crop)
+    assert target["id_to_target"] > 0.99 and target["source_closer_rate"] == 0 and target["score"] == 0
+    # the target's stored pose/expression were measured on the full frame, the output on the stored crop: not zero,
+    # but far below what an output with the source's pose and expression scores against the same target
+    assert target["pose_l2"] < source["pose_l2"] / 3 and target["expression_l2"] < source["expression_l2"] / 3
+
+
+def test_an_untrained_model_has_no_conditional_gain(shards, models):
+    """Before training, the conditions cannot help the denoiser: the gain is within noise of zero."""
+    from facex_model.model import FaceXModel
+    from facex_train.evaluation import conditional_gain
+
+    frames = HeldOutFrames(shards, 2)
+    pairs = frames.self_pairs(4, 0)
+    model = FaceXModel.from_pretrained(models["generalist"]).eval()
+    gain = conditional_gain(model, pair_batch(frames, pairs, 64, torch.device("cpu")), "headswap")
+    assert gain["pairs"] == len(pairs) >= 2
+    assert abs(gain["gain"]) < max(3 * gain["gain_se"], 0.02), gain
+    assert abs(gain["mismatch_gain"]) < 0.02, gain

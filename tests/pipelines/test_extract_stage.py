@@ -18,6 +18,7 @@ import yaml
 
 from facex_data.layout import complete_shards
 from facex_data.shards import decode_arrays, iter_samples
+from facex_model.backbone import build_tiny_backbone
 from tests.helpers import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,8 +126,8 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
         assert "succeeded" in job.stdout
         # the training stage on the same cluster, on those shards (2 Ray Train workers, a couple of steps)
         train_params = yaml.safe_load(params.read_text()) | {
-            "weights": {"dir": str(tmp_path / "weights")},
-            "train": {"shards": str(out), "out_dir": str(tmp_path / "trained"), "model": TINY_MODEL,
+            "train": {"shards": str(out), "backbone": str(build_tiny_backbone(tmp_path / "backbone")),
+                      "out_dir": str(tmp_path / "trained"), "model": TINY_MODEL,
                       "generalist_steps": 2, "batch_size": 2, "resolution": 32, "pairs_per_clip": 2,
                       "checkpoint_dir": str(tmp_path / "ray_train")},
             "split": {"holdout_every": 0},

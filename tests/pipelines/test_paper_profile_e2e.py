@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from tests.helpers import face_change
-from tests.pipelines.test_demo_e2e import REPO, overlay_venv
+from tests.pipelines.test_demo_e2e import REPO, overlay_venv, small_profile
 
 
 def _short_clip(src: Path, out: Path, frames: int) -> Path:
@@ -44,12 +44,10 @@ def test_paper_profile_runs_every_stage_then_video_and_image_tasks(tmp_path):
     venv = overlay_venv(tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "FACEX_"))}
     env["OMP_NUM_THREADS"] = "1"
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"  # DVC runs each stage's `python` from the PATH
 
-    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params = small_profile(yaml.safe_load((clone / "params.yaml").read_text()))
     params["extract"].update(extractors="paper", detector="scrfd", crop_size=128)
-    params["demo_clips"].update(size=256, min_seconds=1.0, max_seconds=1.4)
-    params["evaluate"].update(max_pairs=4, steps=2)
-    params["examples"].update(steps=2)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     def run(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -64,8 +62,8 @@ def test_paper_profile_runs_every_stage_then_video_and_image_tasks(tmp_path):
 
     repro = run(python, "-m", "dvc", "repro")
     assert repro.returncode == 0, repro.stdout[-4000:] + repro.stderr[-4000:]
-    for stage in ("extract", "train_generalist", "finetune@reenact", "finetune@swap", "evaluate", "register",
-                  "examples"):  # fmt: skip
+    for stage in ("extract", "pretrain", "train_generalist", "finetune@reenact", "finetune@swap", "evaluate",
+                  "register", "examples", "ablate@full", "ablate@no_frc", "ablations"):  # fmt: skip
         assert f"Running stage '{stage}'" in repro.stdout + repro.stderr, stage
 
     shards = clone / params["extract"]["out_dir"]
@@ -76,10 +74,13 @@ def test_paper_profile_runs_every_stage_then_video_and_image_tasks(tmp_path):
         config = json.loads((models / name / "config.json").read_text())
         assert config["extractors"] == "paper" and config["id_tokens"] == 64 and config["id_dim"] == 512
     metrics = json.loads((clone / params["evaluate"]["out_dir"] / "metrics.json").read_text())
-    assert set(metrics) == {"generalist", "reenact", "swap"}
-    for name, m in metrics.items():
+    assert set(metrics) == {"generalist", "reenact", "swap", "inpainting_reference"}
+    for name in ("generalist", "reenact", "swap"):
+        m = metrics[name]
         assert m["protocol"]["extractors"] == "paper", name
-        assert m["reenact"]["pairs"] == m["swap"]["pairs"] == 4 and m["self_reconstruction"]["pairs"] == 4
+        own = m["self_reconstruction"]["task"]
+        assert m["reenact"]["pairs"] == m["swap"]["pairs"] == 4 and m["self_reconstruction"][own]["pairs"] == 4
+        assert m["denoising"][own]["pairs"] == 4 and 0 <= m["swap"]["face_detection_rate"] <= 1
     registry = json.loads((clone / params["register"]["out"]).read_text())["models"]
     assert {n: r["version"] for n, r in registry.items()} == {"generalist": "1", "reenact": "1", "swap": "1"}
     index = json.loads((clone / params["examples"]["out_dir"] / "index.json").read_text())

@@ -49,6 +49,11 @@ class FrameExtractor:
         self.cfg = cfg
         self.extractors: ExtractorSet = build_extractors(cfg.extractors, cfg.extractor_options(weights_dir))
         self.description = self.extractors.describe()
+        self.latents = None
+        if cfg.latents_vae is not None:
+            from facex_data.latents import LatentEncoder
+
+            self.latents = LatentEncoder(cfg.latents_vae, cfg.latents_resolution, cfg.device)
 
     def ready(self) -> bool:
         return True
@@ -56,6 +61,9 @@ class FrameExtractor:
     def __call__(self, clip: Clip, video: VideoInfo, indices: list[int], frames: np.ndarray) -> ChunkResult:
         features = self.extractors.features(frames)
         samples = [self.encode(clip, video, idx, f) for idx, f in zip(indices, features) if f is not None]
+        if self.latents is not None and samples:
+            for sample, latent in zip(samples, self.latents([s[schema.JPG] for s in samples])):
+                sample[schema.LATENT] = encode_npy(latent)  # of the stored JPEG, as training decodes it
         multi = sum(1 for f in features if f is not None and f.detection.n_faces > 1)
         return ChunkResult(samples, sum(1 for f in features if f is None), multi)
 
@@ -74,6 +82,7 @@ class FrameExtractor:
             "attributes": clip.info.get("attributes"),
             "ytb_id": clip.info.get("ytb_id"),
             "schema_version": schema.SCHEMA_VERSION,
+            **({"latents": self.latents.description} if self.latents is not None else {}),
         }
         return {
             "__key__": schema.sample_key(clip.clip_id, frame_index),

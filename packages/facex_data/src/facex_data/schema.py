@@ -12,6 +12,9 @@ One sample = one sampled video frame. Members of a sample in a ``shard-%06d.tar`
     <key>.json         clip id, frame index, fps, time, bbox, faces found, backends, attributes
     <key>.idmap.npy    (paper backend only) float16 IDMAP_SHAPE: ArcFace iresnet100 layer-4 map of the
                        IDMAP_CROP-px aligned crop, channels first; ``.reshape(512, -1).T`` = 64 tokens x 512
+    <key>.latent.npy   (when extract.latents_vae is set) float16 (2C, h, w): the VAE posterior's mean and log-variance
+                       of the stored JPEG crop at the training resolution the json names (``latents.resolution``),
+                       so training samples latents without running the VAE encoder
 
 Key: ``__key__ = <clip_id>/<frame_index:06d>``. WebDataset splits a member name into key and
 extension at the first dot *of the basename* (``^((?:.*/|)[^.]+)[.]([^/]*)$``), so the ``/`` is safe
@@ -33,8 +36,10 @@ GAZE = "gaze.npy"
 LANDMARKS = "lmk.npy"
 META = "json"
 IDMAP = "idmap.npy"
+LATENT = "latent.npy"
 SAMPLE_KEYS = (JPG, PARSING, IDENTITY, TDMM, GAZE, LANDMARKS, META)
-OPTIONAL_SAMPLE_KEYS = (IDMAP,)  # written when the backend produces them, read back when present
+OPTIONAL_SAMPLE_KEYS = (IDMAP, LATENT)  # written when the backend / settings produce them, read back when present
+LATENT_DTYPE = np.float16
 
 # ArcFace (paper backend): the 512-d embedding (L2-normalised) comes from the standard 112-px aligned
 # crop; the identity map from a 128-px crop (insightface norm_crop convention), as Face-Adapter feeds it:

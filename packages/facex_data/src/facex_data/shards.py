@@ -173,14 +173,15 @@ def write_ledger(out_dir: Path, shard_stats_list: list[dict], run: dict) -> dict
 def decode_arrays(sample: dict) -> dict:
     """Raw WebDataset sample (bytes per member) -> numpy: ``image`` uint8 (H,W,3) RGB, ``parsing`` uint8
     (H,W), ``id``/``tdmm``/``gaze``/``lmk`` float32, ``meta`` dict, ``__key__``; ``idmap`` float16
-    (512, 8, 8) when the shard has it (paper backend). The cheap form for loaders that resize next."""
+    (512, 8, 8) and ``latent`` float16 (2C, h, w) when the shard has them. The cheap form for loaders that resize
+    next."""
     rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(sample[schema.JPG], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     parsing = cv2.imdecode(np.frombuffer(sample[schema.PARSING], np.uint8), cv2.IMREAD_UNCHANGED)
 
     def npy(key: str) -> np.ndarray:
         return decode_npy(sample[key])
 
-    optional = {"idmap": npy(schema.IDMAP)} if schema.IDMAP in sample else {}
+    optional = {name: npy(key) for name, key in (("idmap", schema.IDMAP), ("latent", schema.LATENT)) if key in sample}
     return {
         **optional,
         "__key__": sample["__key__"],

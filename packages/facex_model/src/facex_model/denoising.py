@@ -243,7 +243,8 @@ def cached_condition_kv(model: FaceXModel) -> Iterator[None]:
     """Within the block, every cross-attention on f_SD (U-Net attn2 and FRC) projects its keys/values once."""
     restore: list[Callable[[], None]] = []
     try:
-        for module in [*model.unet.modules(), *model.frc.modules()]:
+        frc = [*model.frc.modules()] if model.frc is not None else []
+        for module in [*model.unet.modules(), *frc]:
             if not isinstance(module, Attention) or not module.is_cross_attention:
                 continue
             processor = module.processor

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from facex_data import schema
+from facex_data.latents import training_pixels
 from facex_data.layout import sample_backend
 
 SIDES = ("source", "target", "reference")
@@ -52,12 +53,8 @@ def identity_tokens(identity: Any, idmap: Any | None = None) -> torch.Tensor:
 
 
 def image_tensor(image: Any, resolution: int) -> torch.Tensor:
-    """uint8 (3, H, W) tensor or (H, W, 3) array -> float (3, R, R) in [-1, 1].
-
-    Resized with OpenCV on the uint8 pixels: area averaging when shrinking (the anti-aliased filter for
-    the usual integer factors, 256 -> 64 say), bilinear when enlarging. It is about five times cheaper
-    than a float anti-aliased interpolate, which matters because the training loader runs it per frame.
-    """
+    """uint8 (3, H, W) tensor or (H, W, 3) array -> float (3, R, R) in [-1, 1], resized on the uint8 pixels by
+    ``facex_data.latents.training_pixels`` (the resize precomputed latents were made from, too)."""
     a = np.asarray(image)
     if a.ndim != 3:
         raise ValueError(f"expected an RGB image, got shape {a.shape}")
@@ -67,11 +64,7 @@ def image_tensor(image: Any, resolution: int) -> torch.Tensor:
         raise ValueError(f"expected an RGB image, got shape {a.shape}")
     if a.dtype != np.uint8:
         a = np.clip(np.rint(a.astype(np.float32)), 0, 255).astype(np.uint8)
-    h, w = a.shape[:2]
-    if (h, w) != (resolution, resolution):
-        shrink = h >= resolution and w >= resolution
-        a = cv2.resize(np.ascontiguousarray(a), (resolution, resolution),
-                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
+    a = training_pixels(a, resolution)
     x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float()
     return x.div_(127.5).sub_(1.0)
 
@@ -101,8 +94,10 @@ def side_inputs(
     backend: str,
     resolution: int,
     idmap: Any | None = None,
+    latent: Any | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One face's features -> unbatched model inputs (names without the side prefix)."""
+    """One face's features -> unbatched model inputs (names without the side prefix); `latent`: the crop's VAE
+    posterior moments at `resolution` when they were precomputed (``latent``: float (2C, h, w))."""
     parts = tdmm_parts(tdmm, backend)
     out = {
         "image": image_tensor(image, resolution),
@@ -115,11 +110,15 @@ def side_inputs(
     for name in ("texture", "lighting"):
         if name in parts:
             out[name] = parts[name]
+    if latent is not None:
+        out["latent"] = torch.as_tensor(np.asarray(latent, dtype=np.float32))
     return out
 
 
 def sample_inputs(sample: Mapping[str, Any], resolution: int) -> dict[str, torch.Tensor]:
-    """A decoded shard sample (``facex_data.shards.decode_arrays``) -> unbatched model inputs."""
+    """A decoded shard sample (``facex_data.shards.decode_arrays``) -> unbatched model inputs; its precomputed
+    latents come along when they were made at `resolution`."""
+    latents = sample["meta"].get("latents") or {}
     return side_inputs(
         image=sample["image"],
         parsing=sample["parsing"],
@@ -129,6 +128,7 @@ def sample_inputs(sample: Mapping[str, Any], resolution: int) -> dict[str, torch
         idmap=sample.get("idmap"),
         backend=sample_backend(sample["meta"]),
         resolution=resolution,
+        latent=sample.get("latent") if latents.get("resolution") == resolution else None,
     )
 
 

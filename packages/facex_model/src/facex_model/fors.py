@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facex_model.frc import grid_positions
 from facex_model.regions import ALL_REGIONS, FACE_REGIONS, HEAD_REGIONS, PAPER_REGIONS, union_mask
 
 SIDES = ("source", "target", "reference")
@@ -243,7 +244,8 @@ class InpaintImageEncoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.proj = nn.Linear(in_ch, out_dim)
-        self.pos_embed = nn.Parameter(torch.randn(grid * grid, out_dim) * 0.02)
+        # each token's place in I_R, starting from the same 2-D code the FRC's queries carry (then learned)
+        self.pos_embed = nn.Parameter(grid_positions(grid * grid, out_dim, torch.device("cpu"), torch.float32))
 
     def forward(self, reference: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         x = torch.cat([reference, hole], dim=1).to(self.proj.weight.dtype)

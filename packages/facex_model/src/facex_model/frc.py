@@ -26,12 +26,29 @@ class ZeroConv(nn.Linear):
         nn.init.zeros_(self.bias)
 
 
-class FRCCrossAttention(nn.Module):
-    """ZeroConv(CrossAttn_ft(LN(v), f_SD)): the residual one transformer block adds after its frozen cross-attention."""
+def grid_positions(tokens: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(tokens, dim) fixed 2-D sine-cosine codes of a square token grid, row-major as diffusers flattens a feature
+    map (MAE's get_2d_sincos_pos_embed): any resolution, no parameters."""
+    side = round(tokens**0.5)
+    if side * side != tokens or dim % 4:
+        return torch.zeros(tokens, dim, device=device, dtype=dtype)  # not a square grid: no position code
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, device=device, dtype=torch.float32) / (dim // 4))
+    ys, xs = torch.meshgrid(torch.arange(side, device=device), torch.arange(side, device=device), indexing="ij")
+    parts = [f(axis.reshape(-1, 1).float() * freqs) for axis in (ys, xs) for f in (torch.sin, torch.cos)]
+    return torch.cat(parts, dim=1).to(dtype)
 
-    def __init__(self, dim: int, cross_attention_dim: int, num_heads: int) -> None:
+
+class FRCCrossAttention(nn.Module):
+    """ZeroConv(CrossAttn_ft(LN(v) + P, f_SD)): the residual a transformer block adds after its frozen cross-attention.
+
+    P is a learned projection (zero at the start) of the fixed 2-D position code of each token of v, so that the
+    controller can learn to read f_Inp's grid tokens (each carrying its own place in I_R) at the matching place; the
+    frozen U-Net's features carry little position of their own. `positional=False` leaves P out."""
+
+    def __init__(self, dim: int, cross_attention_dim: int, num_heads: int, positional: bool = True) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
+        self.position = ZeroConv(dim) if positional else None
         self.attn = Attention(
             query_dim=dim,
             cross_attention_dim=cross_attention_dim,
@@ -42,7 +59,11 @@ class FRCCrossAttention(nn.Module):
         self.zero_conv = ZeroConv(dim)
 
     def forward(self, hidden_states: torch.Tensor, f_sd: torch.Tensor) -> torch.Tensor:
-        return self.zero_conv(self.attn(self.norm(hidden_states), encoder_hidden_states=f_sd))
+        query = self.norm(hidden_states)
+        if self.position is not None:
+            code = grid_positions(hidden_states.shape[1], hidden_states.shape[2], query.device, query.dtype)
+            query = query + self.position(code)
+        return self.zero_conv(self.attn(query, encoder_hidden_states=f_sd))
 
 
 class FRCAttnProcessor:
@@ -86,24 +107,28 @@ class FacialRepresentationController(ModelMixin, ConfigMixin):
     """One FRCCrossAttention per U-Net transformer block, keyed by the block's module path."""
 
     @register_to_config
-    def __init__(self, block_names: list[str], block_dims: list[int], cross_attention_dim: int, num_heads: int = 8):
+    def __init__(self, block_names: list[str], block_dims: list[int], cross_attention_dim: int, num_heads: int = 8,
+                 positional: bool = True):  # fmt: skip
         super().__init__()
         self.layers = nn.ModuleDict(
             {
-                _key(name): FRCCrossAttention(dim, cross_attention_dim, num_heads)
+                _key(name): FRCCrossAttention(dim, cross_attention_dim, num_heads, positional)
                 for name, dim in zip(block_names, block_dims)
             }
         )
         self._installed: list[tuple[Attention, object, torch.utils.hooks.RemovableHandle]] = []
 
     @classmethod
-    def for_unet(cls, unet: UNet2DConditionModel, num_heads: int = 8) -> FacialRepresentationController:
+    def for_unet(
+        cls, unet: UNet2DConditionModel, num_heads: int = 8, positional: bool = True
+    ) -> FacialRepresentationController:
         blocks = transformer_blocks(unet)
         return cls(
             block_names=list(blocks),
             block_dims=[b.norm2.normalized_shape[0] for b in blocks.values()],
             cross_attention_dim=unet.config.cross_attention_dim,
             num_heads=num_heads,
+            positional=positional,
         )
 
     def install(self, unet: UNet2DConditionModel) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 from facex_model.backbone import Backbone, load_backbone
 from facex_model.ford import IdentityEncoder, RegionEncoder, default_fpn_layers
 from facex_model.fors import (
+    REPRESENTATIONS,
     VECTOR_REPRESENTATIONS,
     InpaintImageEncoder,
     RegionAssembler,
@@ -32,7 +33,7 @@ from facex_model.fors import (
     get_task,
 )
 from facex_model.frc import FacialRepresentationController
-from facex_model.regions import PAPER_REGIONS
+from facex_model.regions import ALL_REGIONS, PAPER_REGIONS
 from facex_model.sd_adapter import SDAdapter
 
 CONFIG_NAME = "config.json"
@@ -67,11 +68,16 @@ class FaceXConfig:
     inp_channels: tuple[int, ...] = (64, 128, 256, 512)
     inp_grid: int = 8
     frc_heads: int = 8
+    frc_positional: bool = True  # FRC queries carry a 2-D position code (frc.FRCCrossAttention)
     task: str = "headswap"
     cond_drop_prob: float = 0.1
     train_vision_encoder: bool = False
     extractors: str = "paper"  # the extractor backend whose features the model reads (facex_model.features)
     resolution: int = 256  # image size the model was trained at (aligned crops are resized to it)
+    # ablations (paper Table 3, Fig 11): each False removes one component
+    use_frc: bool = True  # False: no Facial Representation Controller; f_SD reaches the U-Net through attn2 only
+    region_assembler: bool = True  # False: I_R blanked (phi_Inp sees an empty image, all hole)
+    representation_assembler: bool = True  # False: every representation from the target, whatever the task
 
     @classmethod
     def tiny(cls, backbone_path: str | Path, **overrides: Any) -> FaceXConfig:
@@ -135,17 +141,24 @@ class FaceXModel(nn.Module):
         self.inpaint_encoder = InpaintImageEncoder(tuple(config.inp_channels), config.hidden_dim, config.inp_grid)
         # SD Adapter and FRC
         self.sd_adapter = SDAdapter(config.hidden_dim, cross_dim)
-        self.frc = FacialRepresentationController.for_unet(self.unet, num_heads=config.frc_heads)
-        self.frc.install(self.unet)
+        self.frc: FacialRepresentationController | None = None
+        if config.use_frc:
+            self.frc = FacialRepresentationController.for_unet(
+                self.unet, num_heads=config.frc_heads, positional=config.frc_positional
+            )
+            self.frc.install(self.unet)
         # classifier-free guidance: a dropped sample sees this learned f_SD instead of its conditions
         num_tokens = self.representation_adapter.num_tokens + config.inp_grid**2
         self.null_f_sd = nn.Parameter(torch.randn(num_tokens, cross_dim) * 0.02)
 
         self.image_encoder.requires_grad_(config.train_vision_encoder)
+        if config.train_vision_encoder:  # only hidden states are read: the pooled output's norm gets no gradient
+            encoder = getattr(self.image_encoder, "vision_model", self.image_encoder)  # transformers 4.x nests it
+            encoder.post_layernorm.requires_grad_(False)
 
     # --- parameters -------------------------------------------------------------------------------------------
     def trainable_modules(self) -> dict[str, nn.Module]:
-        modules = {name: getattr(self, name) for name in TRAINABLE_MODULES}
+        modules = {name: getattr(self, name) for name in TRAINABLE_MODULES if getattr(self, name) is not None}
         if self.config.train_vision_encoder:
             modules["image_encoder"] = self.image_encoder
         return modules
@@ -153,7 +166,7 @@ class FaceXModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly FRC + FORD/FORS adapters (ID projection, FPN, absent tokens, Representation/SD adapters) + phi_Inp +
         the null f_SD (+ the CLIP vision encoder when `train_vision_encoder`)."""
-        params = [p for m in self.trainable_modules().values() for p in m.parameters()]
+        params = [p for m in self.trainable_modules().values() for p in m.parameters() if p.requires_grad]
         return [*params, self.null_f_sd]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -197,6 +210,9 @@ class FaceXModel(nn.Module):
     ) -> torch.Tensor:
         """f_SD (B, T, cross_dim), computed once per image pair; the U-Net reads it as encoder_hidden_states."""
         spec = get_task(task or self.config.task)
+        if not self.config.representation_assembler:  # ablation: no task-specific choice of representations
+            spec = dataclasses.replace(spec, representations=dict.fromkeys(REPRESENTATIONS, "target"),
+                                       regions=dict.fromkeys(ALL_REGIONS, "target"))  # fmt: skip
         wanted: dict[str, set[str]] = {}
         for name in ("id", *self.vector_names):
             wanted.setdefault(spec.side_of(name), set()).add(name)
@@ -222,7 +238,10 @@ class FaceXModel(nn.Module):
         )
         images = {s: _get(batch, f"{s}_image") for s in image_sides}
         parsings = {s: batch[f"{s}_parsing"] for s in image_sides if f"{s}_parsing" in batch}
-        return self.region_assembler(images, parsings, spec, extra_hole)
+        reference, hole = self.region_assembler(images, parsings, spec, extra_hole)
+        if not self.config.region_assembler:  # ablation: an empty inpainting reference
+            return torch.zeros_like(reference), torch.ones_like(hole)
+        return reference, hole
 
     def null_conditions(self, batch_size: int) -> torch.Tensor:
         """The learned unconditional f_SD, for classifier-free guidance at inference."""
@@ -234,8 +253,16 @@ class FaceXModel(nn.Module):
 
     # --- training -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+    def encode_latents(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                       moments: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Scaled latents sampled from the VAE posterior of `images`, or from its precomputed `moments` (mean ‖
+        log-variance, as extraction stores them: the encoder then does not run)."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        if moments is not None:
+            dist = DiagonalGaussianDistribution(moments.to(images.device, torch.float32))
+        else:
+            dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
         return dist.sample(generator=generator) * self.vae.config.scaling_factor
 
     def training_loss(
@@ -254,7 +281,7 @@ class FaceXModel(nn.Module):
         """
         target = _get(batch, "target_image")
         device, bsz = target.device, target.shape[0]
-        latents = self.encode_latents(target, _on(generator, device))
+        latents = self.encode_latents(target, _on(generator, device), batch.get("target_latent"))
         noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(device)
         num_steps = self.scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, num_steps, (bsz,), generator=generator).to(device)

@@ -28,6 +28,52 @@ class ComputeConfig:
 
 
 @dataclass(frozen=True)
+class AutoencoderConfig:
+    """``pretrain.vae``: the small AutoencoderKL (SD's class; 2^(blocks-1) downsampling) and how it is trained."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 16
+    steps: int = 1200
+    batch_size: int = 16
+    learning_rate: float = 1.0e-3
+    kl_weight: float = 1.0e-6
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """``pretrain.unet``: the small UNet2DConditionModel (SD's class) trained as a latent denoiser whose cross-attention
+    reads a coarse description of the image (facex_train.pretrain.CoarseImageTokens), as SD's reads a caption."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_dim: int = 32
+    norm_num_groups: int = 16
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 1.0e-3
+    snr_gamma: float = 5.0  # min-SNR weighting (diffusers.training_utils.compute_snr); 0 = plain MSE
+    condition_grid: int = 8  # cross-attention reads the image pooled to this grid of colours (0: unconditional)
+    condition_drop: float = 0.2  # share of steps with the empty (zero) context, as SD drops its captions
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The ``pretrain`` section: the embedded profile's backbone, pretrained on the training split's face crops
+    (the real profile uses SD-1.5 and sets ``enabled: false``)."""
+
+    enabled: bool = True
+    shards: InputPath = InputPath("data/shards")  # the extract stage's output (training clips only are read)
+    out_dir: Path = Path("data/backbone")  # SD-1.5's folder layout: unet/ vae/ scheduler/ clip_vision/
+    resolution: int = 64
+    seed: int = 0
+    vae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    unet: DenoiserConfig = field(default_factory=DenoiserConfig)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """``train.model``: the sizes of FaceX's trainable part (the FaceXConfig fields params choose; the backbone,
     the extractor backend and the stage fix the rest). The defaults are the paper's SD-1.5 sizes."""
@@ -38,7 +84,11 @@ class ModelConfig:
     inp_channels: tuple[int, ...] = (64, 128, 256, 512)
     inp_grid: int = 8  # phi_Inp's token grid: inp_grid^2 f_Inp tokens
     frc_heads: int = 8
+    frc_positional: bool = True  # FRC queries carry a 2-D position code, to read f_Inp's grid at the matching place
     train_vision_encoder: bool = False  # the paper finetunes CLIP's vision tower with FaceX
+    use_frc: bool = True  # ablations (paper Table 3): False removes that component
+    region_assembler: bool = True
+    representation_assembler: bool = True
 
 
 @dataclass(frozen=True)
@@ -46,6 +96,9 @@ class TrainConfig:
     """The ``train`` section: every training stage (the generalist and each specialist) reads it."""
 
     shards: InputPath = InputPath("data/shards")  # the extract stage's output
+    backbone: Path = Path("data/backbone")  # the frozen SD-architecture folder (unet/ vae/ scheduler/): the pretrain
+    # stage's output in the embedded profile, a Stable Diffusion 1.5 diffusers folder in the real one
+    vision_encoder: Path | None = None  # a transformers CLIP vision folder; None: <backbone>/clip_vision
     out_dir: Path = Path("data/models")  # each stage writes <out_dir>/<stage>/ (config.json + safetensors)
     checkpoint_dir: str = ".work/ray_train"  # Ray Train storage: a path (relative to the repo) or s3:// / gs://
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -62,6 +115,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.0  # 0 = off; e.g. 0.9999 for long runs
     gradient_checkpointing: bool = False
+    compile_unet: bool = False  # torch.compile the frozen U-Net (GPU runs: minutes of compile for faster steps)
     snr_gamma: float = 0.0  # 0 = plain MSE; 5.0 = min-SNR weighting
     min_gap: int = 1  # video frames between a pair's source and target, at least
     max_gap: int = 0  # ... and at most (0 = any)
@@ -100,3 +154,25 @@ class EvaluateConfig:
     fid_features: str = "standin"  # "standin" (embedded only, labelled so) or an Inception folder in weights.dir
     seed: int = 0
     out_dir: Path = Path("metrics")
+
+
+@dataclass(frozen=True)
+class AblationsConfig:
+    """The ``ablations`` section (paper Table 3, Fig 11 in miniature): one generalist per row, every row trained with
+    the same ``train`` settings (a smaller budget than the demo's), scored on the same held-out pairs."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)  # out_dir: where each row's model goes
+    # row -> what it changes: FaceXConfig ablation switches (use_frc, region_assembler, representation_assembler)
+    # or random_backbone (the same architecture as train.backbone, re-initialised: what pretraining buys)
+    rows: dict[str, dict[str, bool]] = field(default_factory=lambda: {"full": {}})
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # shards, pairs and sampling of the scoring
+    out_dir: Path = Path("metrics/ablations")  # <row>.json per row; the table stage writes ablations.json beside it
+
+    SWITCHES = ("use_frc", "region_assembler", "representation_assembler", "random_backbone")
+
+    def __post_init__(self) -> None:
+        for row, changes in self.rows.items():
+            unknown = sorted(set(changes) - set(self.SWITCHES))
+            if unknown:
+                known = ", ".join(self.SWITCHES)
+                raise ValueError(f"ablations.rows.{row}: unknown {', '.join(unknown)}; known: {known}")

@@ -1,10 +1,17 @@
 """The evaluation protocol (paper §4.1, Tables 1-3) on held-out clips, for one FaceXModel at a time.
 
 - Cross-identity pairs: the source frame from one held-out clip, the target (driving) frame from a held-out clip of
-  another person. Each pair is generated as reenactment and as face swap; the output is measured against the source
-  (ID similarity) and the target (pose / expression / gaze L2), and FID compares the outputs with the real targets.
-- Self-reconstruction pairs: source and target are two frames of one held-out clip, generated with the model's own
-  task; the target is the ground truth for SSIM / PSNR / RMSE.
+  another person. Each pair is generated as reenactment and as face swap; the output is re-detected and measured:
+  identity against the source *and* the target (and how often it is closer to the source), pose / expression /
+  gaze L2 against the target, FID against the real targets. An output without a detectable face is a miss: it
+  counts in the detection rate and adds no motion error (nothing can be read off it).
+- Self-reconstruction pairs: source and target are two frames of one held-out clip, generated under each task's
+  assembly (headswap, reenact, swap); the target is the ground truth for SSIM / PSNR / RMSE.
+- Conditional denoising gain: on the self-reconstruction pairs, the U-Net's noise-prediction MSE with the pair's
+  true f_SD against the learned null f_SD and against another pair's f_SD, at the same fixed noises and
+  timesteps. It tells whether the conditions carry information while samples are still blobs.
+- :func:`evaluate_reference` scores the region assembler's inpainting reference I_R as if it were the output: the
+  baseline row a model must beat.
 
 Only clips :func:`facex_data.layout.holdout_clips` holds out are read, so no training clip is ever evaluated; who a
 clip shows is :func:`facex_data.layout.person_of`.
@@ -12,6 +19,7 @@ clip shows is :func:`facex_data.layout.person_of`.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections import OrderedDict
@@ -148,25 +156,22 @@ def _draw_pairs(
     return pairs
 
 
+SELF_TASKS = ("headswap", "reenact", "swap")  # self-reconstruction under each assembly: each specialist's own measure
+GAIN_TIMESTEPS = (100, 300, 500, 700, 900)  # the noise levels each pair is scored at for the conditional gain
+
+
 @dataclass
 class ModelReport:
     metrics: dict[str, Any]
     rows: dict[str, list[dict[str, Any]]]  # per kind: one row per pair (DVC plots)
-    grids: dict[str, np.ndarray] = field(default_factory=dict)  # per kind: source | target | output rows, uint8 HWC
+    grids: dict[str, np.ndarray] = field(default_factory=dict)  # per kind: source | target | I_R | output rows
 
 
-def headline(name: str, task: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The one number the register stage compares (see README "Evaluation"), higher is better for all three.
-
-    swap: ``swap.score`` = ID similarity - (1 - face detection rate) of cross-identity swaps; reenact:
-    ``reenact.score`` = the same minus pose L2 (copying the source keeps the ID but misses the pose, ignoring it
-    loses the ID); the generalist (and any other task): self-reconstruction PSNR. The detection term stops an output
-    with no findable face from scoring: its pose would be read off the target's landmarks.
-    """
-    kind = name if name in CROSS_TASKS else task
-    if kind in CROSS_TASKS:
-        return {"name": f"{kind}.score", "value": metrics[kind]["score"], "higher_is_better": True}
-    return {"name": f"{SELF}.psnr", "value": metrics[SELF]["psnr"], "higher_is_better": True}
+def headline(task: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The one number the register stage compares across versions of a model (higher is better): held-out
+    self-reconstruction PSNR under the model's own task's assembly. It moves at the embedded profile's scale, where
+    too few 64-px outputs hold a detectable face for the cross-identity scores to separate models."""
+    return {"name": f"{SELF}.{task}.psnr", "value": metrics[SELF][task]["psnr"], "higher_is_better": True}
 
 
 def _batches(pairs: list[Pair], size: int):
@@ -174,43 +179,45 @@ def _batches(pairs: list[Pair], size: int):
         yield start, pairs[start : start + size]
 
 
+def pair_batch(frames: HeldOutFrames, pairs: list[Pair], resolution: int, device: torch.device):
+    items = [
+        {"source": sample_inputs(frames.sample(p.source), resolution),
+         "target": sample_inputs(frames.sample(p.target), resolution)}
+        for p in pairs
+    ]  # fmt: skip
+    return batch_to(collate_sides(items), device)
+
+
 def generate(
     model: FaceXModel,
-    frames: HeldOutFrames,
-    pairs: list[Pair],
+    batch: dict[str, torch.Tensor],
     task: str,
     settings: EvaluateConfig,
     first_index: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> torch.Tensor:
     """Outputs (B, 3, R, R) in [-1, 1] for a batch of pairs; pair i's noise comes from seed + i (same across tasks)."""
-    res = model.config.resolution
-    items = [
-        {"source": sample_inputs(frames.sample(p.source), res), "target": sample_inputs(frames.sample(p.target), res)}
-        for p in pairs
-    ]
-    batch = batch_to(collate_sides(items), device)
-    noise = torch.cat(
-        [
-            initial_noise(model, 1, res, res, torch.Generator().manual_seed(settings.seed + first_index + i))
-            for i in range(len(pairs))
-        ]
-    )
+    res = batch["target_image"].shape[-1]
+    noise = torch.cat([initial_noise(model, 1, res, res, torch.Generator().manual_seed(settings.seed + first_index + i))
+                       for i in range(batch["target_image"].shape[0])])  # fmt: skip
     images, _ = denoise(
-        model,
-        batch,
-        task,
-        scheduler=settings.scheduler,
-        steps=settings.steps,
-        cfg_scale=settings.cfg_scale,
-        generator=torch.Generator().manual_seed(settings.seed),
-        latents=noise,
-    )
-    return images.cpu(), {k: v.cpu() for k, v in batch.items()}
+        model, batch, task, scheduler=settings.scheduler, steps=settings.steps, cfg_scale=settings.cfg_scale,
+        generator=torch.Generator().manual_seed(settings.seed), latents=noise,
+    )  # fmt: skip
+    return images.cpu()
+
+
+def inpainting_reference(batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
+    """I_R of the task's region assembler (no parameters: the same for every model)."""
+    from facex_model.fors import RegionAssembler, get_task
+
+    spec = get_task(task)
+    images = {s: batch[f"{s}_image"] for s in ("source", "target")}
+    parsings = {s: batch[f"{s}_parsing"] for s in ("source", "target")}
+    return RegionAssembler()(images, parsings, spec)[0].cpu()
 
 
 def _grid(rows: list[tuple[torch.Tensor, ...]]) -> np.ndarray:
-    """Rows of (source, target, output) images in [-1, 1] -> one uint8 HWC image, GRID_TILE px per cell."""
+    """Rows of images in [-1, 1] (source, target, I_R, output) -> one uint8 HWC image, GRID_TILE px per cell."""
     cells = [
         torch.cat([F.interpolate(im[None].float(), size=(GRID_TILE, GRID_TILE), mode="nearest")[0] for im in row], 2)
         for row in rows
@@ -218,8 +225,153 @@ def _grid(rows: list[tuple[torch.Tensor, ...]]) -> np.ndarray:
     return to_uint8(torch.cat(cells, 1))
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values))
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the values that exist (None where there are none)."""
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def cross_identity(
+    frames: HeldOutFrames,
+    pairs: list[Pair],
+    task: str,
+    produce: Callable[[dict[str, torch.Tensor], int], torch.Tensor],
+    measurer: FaceMeasurer,
+    fid: tuple[str, Any],
+    settings: EvaluateConfig,
+    resolution: int,
+    device: torch.device,
+    on_pairs: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
+    """One task on the cross-identity pairs: (section of metrics.json, one row per pair, grid)."""
+    fid_name, fid_metric = fid
+    fid_metric.reset()
+    rows: list[dict[str, Any]] = []
+    grid_rows: list[tuple[torch.Tensor, ...]] = []
+    for start, chunk in _batches(pairs, settings.batch_size):
+        batch = pair_batch(frames, chunk, resolution, device)
+        outputs = produce(batch, start)
+        targets = [frames.sample(p.target) for p in chunk]
+        sources = [frames.sample(p.source) for p in chunk]
+        measured = measurer.measure(outputs, [t["lmk"] for t in targets])
+        target_parts = [tdmm_parts(t["tdmm"], frames.backend) for t in targets]
+        to_source = id_similarity(measured.identity, torch.stack([torch.from_numpy(s["id"]) for s in sources]))
+        to_target = id_similarity(measured.identity, torch.stack([torch.from_numpy(t["id"]) for t in targets]))
+        pose = l2_distance(measured.pose, torch.stack([p["angles"] for p in target_parts]))
+        expression = l2_distance(measured.expression, torch.stack([p["expression"] for p in target_parts]))
+        gaze = l2_distance(measured.gaze, torch.stack([torch.from_numpy(t["gaze"]) for t in targets]))
+        fid_metric.update(to_unit(batch["target_image"].cpu()), real=True)
+        fid_metric.update(to_unit(outputs), real=False)
+        reference = inpainting_reference(batch, task)
+        for i, pair in enumerate(chunk):
+            found = bool(measured.detected[i])
+            rows.append({
+                "pair": start + i, "source": pair.source, "target": pair.target, "face_detected": int(found),
+                # a miss has no pose, expression or gaze to compare: they stay empty instead of being read elsewhere
+                "pose_l2": float(pose[i]) if found else None,
+                "expression_l2": float(expression[i]) if found else None,
+                "gaze_l2": float(gaze[i]) if found else None,
+                "id_to_target": float(to_target[i]),
+                "source_closer": int(to_source[i] > to_target[i]),
+                "id_similarity": float(to_source[i]),  # last: DVC plots' default y
+            })  # fmt: skip
+            if len(grid_rows) < GRID_ROWS:
+                grid_rows.append((batch["source_image"][i].cpu(), batch["target_image"][i].cpu(), reference[i],
+                                  outputs[i]))  # fmt: skip
+        if on_pairs is not None:
+            on_pairs(len(chunk))
+    section: dict[str, Any] = {
+        key: _mean([r[key] for r in rows])
+        for key in ("id_similarity", "id_to_target", "source_closer", "pose_l2", "expression_l2", "gaze_l2")
+    }
+    section["source_closer_rate"] = section.pop("source_closer")
+    section["face_detection_rate"] = _mean([r["face_detected"] for r in rows])
+    section[fid_name] = float(fid_metric.compute())
+    section["score"] = cross_score(task, section)
+    section["pairs"] = len(rows)
+    return section, rows, _grid(grid_rows)
+
+
+def cross_score(task: str, section: Mapping[str, Any]) -> float:
+    """detection rate x the rate at which the output is closer to the source than to the target (x exp(-pose L2)
+    for reenactment): an output with no findable face, a copy of the target and noise all score 0."""
+    score = section["face_detection_rate"] * section["source_closer_rate"]
+    if task == "reenact":
+        score *= float(np.exp(-section["pose_l2"])) if section["pose_l2"] is not None else 0.0
+    return float(score)
+
+
+def self_reconstruction(
+    frames: HeldOutFrames,
+    pairs: list[Pair],
+    task: str,
+    produce: Callable[[dict[str, torch.Tensor], int], torch.Tensor],
+    settings: EvaluateConfig,
+    resolution: int,
+    device: torch.device,
+    on_pairs: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
+    """Two frames of one clip under a task's assembly; the target is the ground truth (SSIM, PSNR, RMSE)."""
+    rows: list[dict[str, Any]] = []
+    grid_rows: list[tuple[torch.Tensor, ...]] = []
+    for start, chunk in _batches(pairs, settings.batch_size):
+        batch = pair_batch(frames, chunk, resolution, device)
+        outputs = produce(batch, start)
+        values = reconstruction_metrics(outputs, batch["target_image"].cpu())
+        values = {key: values[key] for key in ("ssim", "rmse", "psnr")}  # psnr last: DVC plots' default y
+        reference = inpainting_reference(batch, task)
+        for i, pair in enumerate(chunk):
+            rows.append({"pair": start + i, "source": pair.source, "target": pair.target}
+                        | {key: float(v[i]) for key, v in values.items()})  # fmt: skip
+            if len(grid_rows) < GRID_ROWS:
+                grid_rows.append((batch["source_image"][i].cpu(), batch["target_image"][i].cpu(), reference[i],
+                                  outputs[i]))  # fmt: skip
+        if on_pairs is not None:
+            on_pairs(len(chunk))
+    section = {key: _mean([r[key] for r in rows]) for key in ("ssim", "psnr", "rmse")} | {"pairs": len(rows)}
+    return section, rows, _grid(grid_rows)
+
+
+@torch.no_grad()
+def conditional_gain(
+    model: FaceXModel, batch: dict[str, torch.Tensor], task: str, seed: int = 0
+) -> dict[str, Any]:
+    """Noise-prediction MSE on held-out pairs with the pair's own f_SD, the learned null f_SD and the next pair's
+    f_SD, at the same latents, noises and timesteps (each pair at every GAIN_TIMESTEPS).
+
+    At each noise level t: gain(t) = (MSE_null - MSE_own) / MSE_null, how much the conditions help the denoiser, and
+    mismatch_gain(t) = (MSE_mismatched - MSE_own) / MSE_mismatched, how much of that is specific to the pair.
+    `gain` and `mismatch_gain` average them over the levels, each level counting alike (the epsilon MSE of low
+    noise levels is hundreds of times that of high ones, where the conditions decide the picture); `gain_pooled` is
+    the ratio of the MSEs summed over all levels. `gain_se` is the standard error of `gain` over the pairs."""
+    n = batch["target_image"].shape[0]
+    if n < 2:
+        raise ValueError("the conditional gain needs at least two pairs (one's conditions stand in for another's)")
+    generator = torch.Generator().manual_seed(seed)
+    latents = model.encode_latents(batch["target_image"], generator if batch["target_image"].is_cpu else None)
+    f_sd = model.encode_conditions(batch, task)
+    conditions = {"own": f_sd, "null": model.null_conditions(n).to(f_sd.dtype), "mismatched": f_sd.roll(1, dims=0)}
+    mse = {name: torch.zeros(len(GAIN_TIMESTEPS), n) for name in conditions}  # (level, pair)
+    for k, t in enumerate(GAIN_TIMESTEPS):
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        timesteps = torch.full((n,), t, dtype=torch.long, device=latents.device)
+        noisy = model.scheduler.add_noise(latents, noise, timesteps)
+        for name, cond in conditions.items():
+            pred = model.predict_noise(noisy, timesteps, cond)
+            mse[name][k] = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3)).cpu()
+    level = {name: v.mean(1) for name, v in mse.items()}  # (level,)
+    gain_t = (level["null"] - level["own"]) / level["null"]
+    mismatch_t = (level["mismatched"] - level["own"]) / level["mismatched"]
+    per_pair = ((mse["null"] - mse["own"]) / level["null"].unsqueeze(1)).mean(0)  # (pair,): its mean gain over levels
+    pooled = {name: float(v.sum()) for name, v in level.items()}
+    return {
+        "gain": float(gain_t.mean()), "gain_se": float(per_pair.std() / np.sqrt(n)),
+        "mismatch_gain": float(mismatch_t.mean()), "gain_pooled": (pooled["null"] - pooled["own"]) / pooled["null"],
+        "by_timestep": {str(t): {"gain": float(g), "mismatch_gain": float(m)}
+                        for t, g, m in zip(GAIN_TIMESTEPS, gain_t, mismatch_t)},
+        "mse_own": float(level["own"].mean()), "mse_null": float(level["null"].mean()),
+        "mse_mismatched": float(level["mismatched"].mean()), "pairs": n,
+    }  # fmt: skip
 
 
 def evaluate_model(
@@ -237,76 +389,61 @@ def evaluate_model(
     """Every metric of one model; `fid` = (metric name, a torchmetrics FID, reset here per task)."""
     device = torch.device(device)
     model.to(device).eval()
-    fid_name, fid_metric = fid
+    res = model.config.resolution
     metrics: dict[str, Any] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     grids: dict[str, np.ndarray] = {}
     for task in CROSS_TASKS:
-        fid_metric.reset()
-        task_rows: list[dict[str, Any]] = []
-        grid_rows: list[tuple[torch.Tensor, ...]] = []
-        for start, chunk in _batches(cross_pairs, settings.batch_size):
-            outputs, batch = generate(model, frames, chunk, task, settings, start, device)
-            targets = [frames.sample(p.target) for p in chunk]
-            sources = [frames.sample(p.source) for p in chunk]
-            measured = measurer.measure(outputs, [t["lmk"] for t in targets])
-            target_parts = [tdmm_parts(t["tdmm"], frames.backend) for t in targets]
-            ids = id_similarity(measured.identity, torch.stack([torch.from_numpy(s["id"]) for s in sources]))
-            pose = l2_distance(measured.pose, torch.stack([p["angles"] for p in target_parts]))
-            expression = l2_distance(measured.expression, torch.stack([p["expression"] for p in target_parts]))
-            gaze = l2_distance(measured.gaze, torch.stack([torch.from_numpy(t["gaze"]) for t in targets]))
-            fid_metric.update(to_unit(batch["target_image"]), real=True)
-            fid_metric.update(to_unit(outputs), real=False)
-            for i, pair in enumerate(chunk):
-                task_rows.append(
-                    {
-                        "pair": start + i,
-                        "source": pair.source,
-                        "target": pair.target,
-                        "face_detected": int(measured.detected[i]),
-                        "pose_l2": float(pose[i]),
-                        "expression_l2": float(expression[i]),
-                        "gaze_l2": float(gaze[i]),
-                        "id_similarity": float(ids[i]),  # last: DVC plots' default y
-                    }
-                )
-                if len(grid_rows) < GRID_ROWS:
-                    grid_rows.append((batch["source_image"][i], batch["target_image"][i], outputs[i]))
-            if on_pairs is not None:
-                on_pairs(len(chunk))
-        section = {
-            key: _mean([r[key] for r in task_rows]) for key in ("id_similarity", "pose_l2", "expression_l2", "gaze_l2")
-        }
-        section["face_detection_rate"] = _mean([r["face_detected"] for r in task_rows])
-        section[fid_name] = float(fid_metric.compute())
-        # an output the backend cannot find costs a full point: its motion was read off the target's landmarks
-        section["score"] = section["id_similarity"] - (1.0 - section["face_detection_rate"])
-        if task == "reenact":
-            section["score"] -= section["pose_l2"]
-        section["pairs"] = len(task_rows)
-        metrics[task] = section
-        rows[task] = task_rows
-        grids[task] = _grid(grid_rows)
-
-    own_task = model.config.task
-    self_rows: list[dict[str, Any]] = []
-    grid_rows = []
-    for start, chunk in _batches(self_pairs, settings.batch_size):
-        outputs, batch = generate(model, frames, chunk, own_task, settings, start, device)
-        values = reconstruction_metrics(outputs, batch["target_image"])
-        values = {key: values[key] for key in ("ssim", "rmse", "psnr")}  # psnr last: DVC plots' default y
-        for i, pair in enumerate(chunk):
-            self_rows.append(
-                {"pair": start + i, "source": pair.source, "target": pair.target}
-                | {key: float(v[i]) for key, v in values.items()}
-            )
-            if len(grid_rows) < GRID_ROWS:
-                grid_rows.append((batch["source_image"][i], batch["target_image"][i], outputs[i]))
-        if on_pairs is not None:
-            on_pairs(len(chunk))
-    metrics[SELF] = {key: _mean([r[key] for r in self_rows]) for key in ("ssim", "psnr", "rmse")}
-    metrics[SELF] |= {"task": own_task, "pairs": len(self_rows)}
-    rows[SELF] = self_rows
-    grids[SELF] = _grid(grid_rows)
-    metrics["headline"] = headline(name, own_task, metrics)
+        produce = functools.partial(_model_outputs, model, task, settings)
+        metrics[task], rows[task], grids[task] = cross_identity(
+            frames, cross_pairs, task, produce, measurer, fid, settings, res, device, on_pairs
+        )
+    metrics[SELF] = {"task": model.config.task}
+    metrics["denoising"] = {}
+    for task in SELF_TASKS:
+        produce = functools.partial(_model_outputs, model, task, settings)
+        kind = f"{SELF}_{task}"
+        metrics[SELF][task], rows[kind], grids[kind] = self_reconstruction(
+            frames, self_pairs, task, produce, settings, res, device, on_pairs
+        )
+        metrics["denoising"][task] = conditional_gain(model, pair_batch(frames, self_pairs, res, device), task,
+                                                      settings.seed)  # fmt: skip
+    metrics["headline"] = headline(model.config.task, metrics)
     return ModelReport(metrics, rows, grids)
+
+
+def _model_outputs(model: FaceXModel, task: str, settings: EvaluateConfig, batch: dict, first_index: int):
+    return generate(model, batch, task, settings, first_index)
+
+
+def evaluate_reference(
+    frames: HeldOutFrames,
+    cross_pairs: list[Pair],
+    self_pairs: list[Pair],
+    measurer: FaceMeasurer,
+    fid: tuple[str, Any],
+    settings: EvaluateConfig,
+    resolution: int,
+    device: torch.device | str = "cpu",
+) -> ModelReport:
+    """The baseline row: each task's inpainting reference I_R scored as if it were the output."""
+    device = torch.device(device)
+    metrics: dict[str, Any] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    grids: dict[str, np.ndarray] = {}
+    for task in CROSS_TASKS:
+        produce = functools.partial(_reference_outputs, task)
+        metrics[task], rows[task], grids[task] = cross_identity(
+            frames, cross_pairs, task, produce, measurer, fid, settings, resolution, device
+        )
+    metrics[SELF] = {}
+    for task in SELF_TASKS:
+        kind = f"{SELF}_{task}"
+        metrics[SELF][task], rows[kind], grids[kind] = self_reconstruction(
+            frames, self_pairs, task, functools.partial(_reference_outputs, task), settings, resolution, device
+        )
+    return ModelReport(metrics, rows, grids)
+
+
+def _reference_outputs(task: str, batch: dict, first_index: int) -> torch.Tensor:
+    return inpainting_reference(batch, task)

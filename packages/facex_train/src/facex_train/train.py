@@ -92,7 +92,10 @@ class TrainJob:
         train, compute = dict(data.pop("train")), data.pop("compute")
         model = dict(train.pop("model"))
         model["inp_channels"] = tuple(model["inp_channels"])
-        train.update(shards=InputPath(train["shards"]), out_dir=Path(train["out_dir"]), model=ModelConfig(**model))
+        clip = train["vision_encoder"]
+        train.update(shards=InputPath(train["shards"]), backbone=Path(train["backbone"]),
+                     vision_encoder=None if clip is None else Path(clip), out_dir=Path(train["out_dir"]),
+                     model=ModelConfig(**model))  # fmt: skip
         return cls(**data, train=TrainConfig(**train), compute=ComputeConfig(**compute))
 
     def run_name(self) -> str:
@@ -286,9 +289,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if train.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(device)
+    if device.type == "cuda":  # the GPU-side speed settings that change no result beyond float rounding
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        model.unet.to(memory_format=torch.channels_last)
+    if train.compile_unet:
+        model.unet.compile()
     model.train()
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay,
+                                  fused=device.type == "cuda")  # fmt: skip
     lr_scheduler = _constant_schedule(optimizer, train.warmup_steps)
     ema = _make_ema(params, train.ema_decay)
     generator = torch.Generator().manual_seed(train.seed * 1009 + rank)
@@ -308,7 +317,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 flush=True,
             )
 
-    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    # every trainable parameter takes part in every step (tests/facex_train), so DDP needs no unused-parameter search
+    ddp = ray.train.torch.prepare_model(model)
     pairs = PairConfig(
         resolution=train.resolution, min_gap=train.min_gap, max_gap=train.max_gap, pairs_per_clip=train.pairs_per_clip,
         seed=train.seed, cache_mb=train.cache_mb,
@@ -377,8 +387,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                     checkpoint_dir_name=f"step-{step:08d}",
                 )  # fmt: skip
-        else:
-            ray.train.report(metrics)
+        # no ray.train.report between checkpoints: Ray Train v2 blocks each report until its controller polls (about
+        # once a second), which capped training at one step per poll; per-step metrics go to MLflow directly
 
 
 def _cpus_per_worker() -> float:
