@@ -17,7 +17,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train
+.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-gpu gpu-carry
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -29,9 +29,13 @@ $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PKGS))
 	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps --no-build-isolation $(addprefix -e ,$(PKGS))
 	@touch $@
 
-## demo: the main job, every DVC stage on the embedded default profile
+## demo: the main job, every stage of the embedded default profile up to the registry and the example grids
 demo: setup
-	$(BIN)/python -m dvc repro
+	$(BIN)/python -m dvc repro register examples
+
+## ablations: paper Table 3 in miniature (one generalist per row, same budget): metrics/ablations.{json,md,csv}
+ablations: setup
+	$(BIN)/python -m dvc repro ablations
 
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 
@@ -76,3 +80,12 @@ bench-infer: setup
 
 bench-train: setup
 	$(BIN)/python benchmarks/train.py
+
+## on a CUDA machine with the project venv: the SD-1.5-scale table (train, infer, extract); --learn: the learning check
+bench-gpu: setup
+	$(BIN)/python benchmarks/gpu.py
+
+## what the lent GPU machine (its own python3, no registry) needs carried: README "GPU benchmark"
+gpu-carry: setup
+	mkdir -p .whl && $(BIN)/python -m pip download --no-deps --only-binary=:all: -d .whl diffusers==$$($(BIN)/python -c "import diffusers; print(diffusers.__version__)")
+	$(BIN)/python benchmarks/gpu.py --export-learn-data data/learn.npz

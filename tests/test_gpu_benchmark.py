@@ -1,0 +1,58 @@
+"""benchmarks/gpu.py cannot rot: every section runs at tiny shapes on the CPU and fills its table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu.py"
+
+
+def run(*args: str, out: Path) -> dict:
+    env = {**os.environ, "OUT": str(out), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                            timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / "gpu_benchmark.json").read_text())
+
+
+@pytest.mark.slow
+def test_smoke_fills_every_speed_section(tmp_path):
+    table = run("--smoke", out=tmp_path)
+    sections = {r["section"] for r in table["rows"]}
+    assert {"device", "train", "infer", "extract", "total"} <= sections
+    assert all(r["value"] is not None for r in table["rows"]), [r for r in table["rows"] if r["value"] is None]
+    whats = " | ".join(r["what"] for r in table["rows"])
+    for needed in ("precomputed latents: samples/s", "MFU", "FaceX / plain U-Net step", "FaceX / diffusers per step",
+                   "the four together"):  # fmt: skip
+        assert needed in whats, needed
+    assert any("goal" in r["goal"] for r in table["rows"])
+
+
+@pytest.mark.slow
+def test_smoke_learn_runs_on_exported_shards(small_sample, tmp_path):
+    from facex_data.extraction import ExtractConfig, run_extraction
+    from facex_data.manifest import FrameSelection
+
+    shards = tmp_path / "shards"
+    frames = FrameSelection(mode="per_clip", frames_per_clip=4, min_clip_frames=4)
+    clips = tmp_path / "clips"
+    (clips / "35666").mkdir(parents=True)
+    for video in sorted((small_sample / "35666").glob("*.mp4")):  # each person twice: one clip of each held out
+        for k in (0, 1):
+            (clips / "35666" / f"{video.stem.rsplit('_', 1)[0]}_{k}.mp4").write_bytes(video.read_bytes())
+    run_extraction(ExtractConfig(input_dir=clips, out_dir=shards, frames=frames, runner="local", progress=False))
+    data = tmp_path / "learn.npz"
+    exported = subprocess.run([sys.executable, str(SCRIPT), "--export-learn-data", str(data), "--shards", str(shards)],
+                              capture_output=True, text=True)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    table = run("--smoke", "--learn", "--learn-data", str(data), out=tmp_path / "out")
+    values = {r["what"]: r["value"] for r in table["rows"]}
+    assert values["held-out self-reconstruction PSNR"] > 0 and "conditional denoising gain (per-level mean)" in values
+    assert (tmp_path / "out" / "learn_grid.png").is_file()
