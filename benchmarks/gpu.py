@@ -478,6 +478,7 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     if out:
         rows = [torch.cat([held_batch["source_image"][i].cpu(), held_batch["target_image"][i].cpu(),
                            outputs[i].float().cpu()], 2) for i in range(min(8, len(outputs)))]  # fmt: skip
+        Path(out).mkdir(parents=True, exist_ok=True)
         Image.fromarray(to_uint8(torch.cat(rows, 1))).resize((3 * 256, 256 * len(rows))).save(
             Path(out) / "learn_grid.png")
 

@@ -126,6 +126,7 @@ def test_registry_on_postgres_survives_a_server_restart(postgres, tmp_path, monk
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
         mlflow.set_tracking_uri(server.uri)
+        mlflow.set_registry_uri(server.uri)  # a registry URI an earlier test left set would otherwise win
         client = mlflow.MlflowClient(server.uri)
         mlflow.set_experiment("facex-infra-test")
         with mlflow.start_run() as run:
