@@ -109,31 +109,9 @@ def matmul_rate(device: torch.device, smoke: bool) -> float:
 
 # --- models at the published shapes (or tiny ones in --smoke) ------------------------------------------------
 def backbone(smoke: bool, device: torch.device):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from random_backbone import random_backbone  # benchmarks/ is sys.path[0] when the script runs
 
-    from facex_model.backbone import (
-        Backbone,
-        clip_vit_l14_vision_config,
-        sd15_scheduler_config,
-        sd15_unet_config,
-        sd15_vae_config,
-        tiny_clip_vision_config,
-        tiny_unet_config,
-        tiny_vae_config,
-    )
-
-    torch.manual_seed(0)
-    if smoke:
-        unet_cfg, vae_cfg, clip_cfg = tiny_unet_config(), tiny_vae_config(), tiny_clip_vision_config()
-    else:
-        unet_cfg, vae_cfg, clip_cfg = sd15_unet_config(), sd15_vae_config(), clip_vit_l14_vision_config()
-    found = Backbone(UNet2DConditionModel(**unet_cfg), AutoencoderKL(**vae_cfg),
-                     DDPMScheduler(**sd15_scheduler_config()), CLIPVisionModel(CLIPVisionConfig(**clip_cfg)),
-                     "<random>", "<random>")  # fmt: skip
-    for module in (found.unet, found.vae, found.image_encoder):
-        module.to(device).requires_grad_(False).eval()
-    return found
+    return random_backbone(tiny=smoke, device=device)
 
 
 def facex_model(found, smoke: bool, resolution: int, device: torch.device):

@@ -21,20 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from diffusers import StableDiffusionPipeline
+from random_backbone import random_backbone  # benchmarks/ is sys.path[0] when the script runs
 
 from facex_model import denoising
-from facex_model.backbone import (
-    Backbone,
-    clip_vit_l14_vision_config,
-    sd15_scheduler_config,
-    sd15_unet_config,
-    sd15_vae_config,
-    tiny_clip_vision_config,
-    tiny_unet_config,
-    tiny_vae_config,
-)
 from facex_model.features import backend_config, batch_to, collate_sides
 from facex_model.model import FaceXConfig, FaceXModel
 from facex_model.pipeline import FaceXPipeline
@@ -55,22 +45,7 @@ def portraits() -> tuple[np.ndarray, np.ndarray]:
 
 def build_model(tiny: bool, resolution: int) -> FaceXModel:
     """FaceXModel over an in-memory random backbone: SD-1.5 U-Net + VAE + CLIP ViT-L/14 vision (or the tiny ones)."""
-    unet_cfg, vae_cfg, clip_cfg = (
-        (tiny_unet_config(), tiny_vae_config(), tiny_clip_vision_config())
-        if tiny
-        else (sd15_unet_config(), sd15_vae_config(), clip_vit_l14_vision_config())
-    )
-    torch.manual_seed(0)
-    backbone = Backbone(
-        unet=UNet2DConditionModel(**unet_cfg),
-        vae=AutoencoderKL(**vae_cfg),
-        scheduler=DDPMScheduler(**sd15_scheduler_config()),
-        image_encoder=CLIPVisionModel(CLIPVisionConfig(**clip_cfg)),
-        path="<in memory>",
-        clip_path="<in memory>",
-    )
-    for module in (backbone.unet, backbone.vae, backbone.image_encoder):
-        module.requires_grad_(False).eval()
+    backbone = random_backbone(tiny)
     overrides = backend_config("offline") | {"resolution": resolution}
     if tiny:
         overrides |= {"rep_dim": 32, "hidden_dim": 32, "inp_channels": (16, 32, 32), "inp_grid": 4, "frc_heads": 4}
