@@ -27,3 +27,27 @@ def face_change(output, target) -> tuple[float, float]:
     frame = np.concatenate([diff[:12].reshape(-1), diff[-12:].reshape(-1), diff[:, :12].reshape(-1),
                             diff[:, -12:].reshape(-1)])  # fmt: skip
     return float(inside.mean()), float(frame.mean())
+
+
+def write_phone_clip(path, frames, rotation: int = 0):
+    """An H.264 mp4 of (H, W, 3) uint8 `frames`, stored turned by -`rotation` degrees and tagged (display-matrix side
+    datum) to be shown turned `rotation` degrees counter-clockwise, i.e. upright, as phones write portrait videos."""
+    import av
+    import numpy as np
+
+    from facex_data.decode import upright
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stored = [np.ascontiguousarray(upright(f, -rotation)) for f in frames]
+        stream.height, stream.width = stored[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12"}
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for frame in stored:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from facex_data import decode
-from facex_data.decode import ClipReader, stored_first_frame, upright
+from facex_data.decode import ClipReader, stored_first_frame
+from tests.helpers import write_phone_clip
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +30,6 @@ def upright_frames() -> np.ndarray:
     for i in range(6):
         frames[i, 20 + i : 208 + i, 8:168] = face
     return frames
-
-
-def write_phone_clip(path: Path, frames: np.ndarray, rotation: int) -> Path:
-    """Frames stored turned by -`rotation` degrees, tagged to be shown turned `rotation` degrees counter-clockwise."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stored = [np.ascontiguousarray(upright(f, -rotation)) for f in frames]
-        stream.height, stream.width = stored[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12"}
-        stream.set_display_rotation(rotation)
-        for frame in stored:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 def mean_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,27 +9,10 @@ import av
 import numpy as np
 from PIL import Image
 
-from facex_data.decode import ClipReader, upright
+from facex_data.decode import ClipReader
 from facex_model.video import run_video
 from tests.facex_model.test_face_like import ASTRONAUT_LEFT, reference, two_people
-
-
-def write_clip(path: Path, frames: list[np.ndarray], rotation: int = 0) -> Path:
-    """An H.264 mp4 of `frames`, stored turned by -`rotation` degrees and tagged to be shown upright."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stored = [np.ascontiguousarray(upright(f, -rotation)) for f in frames]
-        stream.height, stream.width = stored[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12"}
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for frame in stored:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+from tests.helpers import write_phone_clip
 
 
 def decoded(path: Path) -> tuple[list[np.ndarray], list[int]]:
@@ -46,7 +29,7 @@ def test_rotated_phone_video_is_processed_upright_and_plays_upright(pipe, sample
         canvas = np.full((256, 208, 3), 100, np.uint8)  # portrait format, as a phone holds it
         canvas[32 + i : 224 + i, 8:200] = face
         frames.append(canvas)
-    clip = write_clip(tmp_path / "phone.mp4", frames, rotation=-90)  # stored landscape, face sideways
+    clip = write_phone_clip(tmp_path / "phone.mp4", frames, rotation=-90)  # stored landscape, face sideways
     assert decoded(clip)[0][0].shape == (208, 256, 3)
     result = run_video(pipe, "swap", reference(sample_frames, "astronaut"), clip, tmp_path / "out.mp4", steps=1,
                        progress=False, watermark=False)  # fmt: skip
@@ -58,7 +41,7 @@ def test_rotated_phone_video_is_processed_upright_and_plays_upright(pipe, sample
 def test_reference_face_is_followed_in_every_frame_not_the_largest(pipe, sample_frames, tmp_path):
     pair = two_people()
     frames = [np.roll(pair, 2 * i, axis=1) for i in range(4)]
-    clip = write_clip(tmp_path / "two.mp4", frames)
+    clip = write_phone_clip(tmp_path / "two.mp4", frames)
     written: dict[int, np.ndarray] = {}
     run_video(pipe, "swap", reference(sample_frames, "grace"), clip, tmp_path / "out.mp4", steps=1, progress=False,
               watermark=False, target_face_like=reference(sample_frames, "astronaut"),
