@@ -201,5 +201,10 @@ def test_a_clean_install_from_the_packages_own_pyprojects(tmp_path):
     result = _import_all(python, everything)
     assert result.returncode == 0, result.stderr[-3000:]
     assert subprocess.run([str(facex), "version"], capture_output=True, text=True).returncode == 0
+    listed = subprocess.run([str(facex), "benchmark", "list"], capture_output=True, text=True)  # facex-train's command
+    assert listed.returncode == 0 and "ffpp-swap" in listed.stdout, listed.stderr[-2000:]
+    reference = subprocess.run([str(python), "-c", "from facex_train.benchmark.protocols import published_tables as p; "
+                                "print(sorted(p()['protocols']))"], capture_output=True, text=True)  # fmt: skip
+    assert "reconstruction" in reference.stdout, reference.stderr[-2000:]  # the reference data ships in the wheel
     site = sysconfig.get_paths(vars={"base": str(tmp_path / "venv")})["purelib"]
     assert not any(Path(site).glob("__editable__*facex*")), "the packages were installed from their sources"

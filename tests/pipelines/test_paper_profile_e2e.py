@@ -1,6 +1,7 @@
 """The paper profile end to end, as a user runs it: in a fresh clone, random-weight stand-ins of the paper's weights in
 the weights dir, `extract.extractors: paper`, every DVC stage (extract, train, finetune, evaluate, register,
-examples), then `facex reenact` on a short video and `facex swap` on an image with a paper-backend model."""
+examples), then `facex reenact` on a short video and `facex swap` on an image with a paper-backend model, and a
+`facex benchmark` protocol on it."""
 
 from __future__ import annotations
 
@@ -110,3 +111,18 @@ def test_paper_profile_runs_every_stage_then_video_and_image_tasks(tmp_path):
         assert out.size == Image.open(target).size
         inside, _ = face_change(out, target)
     assert inside > 4 and not np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(Image.open(target)))
+
+    # a paper benchmark protocol on the paper-backend model, ID measured by another recogniser than the training one
+    cosface = weights / "cosface" / "r18.pth"
+    made = run(python, "-c", "import torch; from facex_data.standins import save; "
+               "from facex_data.extractors.nets.iresnet import IResNet; torch.manual_seed(3); "
+               f"save(IResNet([2, 2, 2, 2]).state_dict(), {str(cosface)!r})")
+    assert made.returncode == 0, made.stderr[-2000:]
+    bench = run(facex, "benchmark", "run", "reconstruction", "--root", str(clone / params["demo_clips"]["out_dir"]),
+                "--model", str(models / "generalist"), "--weights-dir", str(weights), "--out", str(tmp_path / "bench"),
+                "--max-pairs", "2", "--steps", "1", "--fid", "standin", "--id-model", "cosface/r18.pth")  # fmt: skip
+    assert bench.returncode == 0, bench.stdout[-2000:] + bench.stderr[-2000:]
+    result = json.loads((tmp_path / "bench" / "reconstruction" / "generalist" / "metrics.json").read_text())
+    assert result["protocol"]["extractors"] == "paper"
+    assert result["protocol"]["identity_model"].startswith("iresnet r18")
+    assert result["metrics"]["evaluated"] + result["metrics"]["skipped_inputs"] == 2

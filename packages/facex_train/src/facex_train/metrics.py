@@ -46,6 +46,27 @@ def l2_distance(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(output.float() - target.float(), dim=-1)
 
 
+def id_retrieval(
+    queries: torch.Tensor,
+    query_labels: Sequence[str],
+    gallery: torch.Tensor,
+    gallery_labels: Sequence[str],
+    ks: Sequence[int] = (1, 5),
+    found: torch.Tensor | None = None,
+) -> dict[int, float]:
+    """{k: top-k ID retrieval rate}: how often a query's own label is among the k gallery entries most like it
+    (cosine). `found` (B,) bool marks queries that exist: a missing one (no face in the output) is a failure."""
+    index = {label: i for i, label in enumerate(gallery_labels)}
+    if len(index) != len(gallery_labels):
+        raise ValueError("gallery labels must be distinct (one embedding per identity)")
+    sims = F.normalize(queries.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (B, G)
+    ranks = sims.argsort(dim=1, descending=True)
+    own = torch.tensor([index[label] for label in query_labels])
+    position = (ranks == own[:, None]).float().argmax(dim=1)  # 0 = the nearest
+    ok = torch.ones(len(own), dtype=torch.bool) if found is None else found.bool()
+    return {k: float(((position < k) & ok).float().mean()) for k in ks}
+
+
 def reconstruction_metrics(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image SSIM, PSNR (dB, capped at PSNR_CAP_DB) and RMSE of (B, 3, H, W) images in [-1, 1] (paper Table 3)."""
     preds, goal = to_unit(output), to_unit(target)
