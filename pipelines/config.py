@@ -4,7 +4,8 @@ The single source of configuration is a params file (``params.yaml`` by default,
 by ``--params`` / ``FACEX_PARAMS``). Each top-level section maps to one dataclass, the only place its
 defaults are written: a stage's own section belongs to the library that runs it (``facex_data.config``:
 ``DemoClipsConfig``, ``ExtractConfig``; ``facex_train.config``: ``PretrainConfig``, ``TrainConfig``,
-``EvaluateConfig``), or is defined here when only a stage script reads it (``register``, ``examples``);
+``EvaluateConfig``, ``BenchmarkConfig``), or is defined here when only a stage script reads it (``register``,
+``examples``);
 ``weights``, ``compute``, ``split`` and ``tracking`` are shared by several stages. A stage reads its own
 section and the shared ones, never another stage's: what it needs from an earlier stage is a path in its
 own section that ``dvc.yaml`` declares as a dependency (``tests/pipelines/test_dvc_stages.py`` checks
@@ -26,7 +27,14 @@ import yaml
 
 from facex_data.config import DemoClipsConfig, ExtractConfig
 from facex_data.paths import InputPath
-from facex_train.config import AblationsConfig, ComputeConfig, EvaluateConfig, PretrainConfig, TrainConfig
+from facex_train.config import (
+    AblationsConfig,
+    BenchmarkConfig,
+    ComputeConfig,
+    EvaluateConfig,
+    PretrainConfig,
+    TrainConfig,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
@@ -106,6 +114,7 @@ class Params:
     register: RegisterParams = field(default_factory=RegisterParams)
     examples: ExamplesParams = field(default_factory=ExamplesParams)
     ablations: AblationsConfig = field(default_factory=AblationsConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
 def params_path(explicit: str | os.PathLike | None = None) -> Path:

@@ -53,6 +53,9 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     params = small_profile(yaml.safe_load((clone / "params.yaml").read_text()))
+    params["benchmark"]["runs"] = {"generalist": {  # a benchmark stage: the reconstruction protocol on the demo's clips
+        "protocol": "reconstruction", "roots": {"clips": params["demo_clips"]["out_dir"]},
+        "model": f"{params['train']['out_dir']}/generalist", "max_pairs": 2, "steps": 1, "fid_features": "standin"}}
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     venv = overlay_venv(tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
@@ -130,6 +133,19 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     table = json.loads((clone / "metrics" / "ablations.json").read_text())
     assert set(table["rows"]) == {"full", "no_frc", "inpainting_reference"}
     assert "| no_frc |" in (clone / "metrics" / "ablations.md").read_text()
+
+    # benchmark@generalist: a paper protocol as a DVC stage (not part of the demo's targets), logged to MLflow
+    bench = subprocess.run([str(venv / "bin" / "python"), "-m", "dvc", "repro", "benchmark@generalist"], cwd=clone,
+                           env=env | {"PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"}, capture_output=True,
+                           text=True, timeout=900)  # fmt: skip
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    results = clone / params["benchmark"]["out_dir"] / "reconstruction" / "generalist"
+    scored = json.loads((results / "metrics.json").read_text())
+    assert scored["metrics"]["pairs"] == 2 and scored["metrics"]["psnr"] > 0
+    assert "| FaceX (this implementation: generalist) |" in (results / "table.md").read_text()
+    logged = client.search_runs([client.get_experiment_by_name(params["tracking"]["experiment"]).experiment_id],
+                                filter_string="attributes.run_name = 'benchmark-reconstruction-generalist'")
+    assert logged[0].data.metrics["benchmark.reconstruction.psnr"] == pytest.approx(scored["metrics"]["psnr"])
 
     second = demo()
     assert second.returncode == 0, second.stderr[-3000:]

@@ -19,7 +19,7 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 SHARED = {"weights", "compute", "split", "tracking"}  # sections several stages read; every other one has one owner
 OWNER = {"demo_clips": "demo_clips", "extract": "extract", "pretrain": "pretrain", "train_generalist": "train",
          "finetune": "train", "evaluate": "evaluate", "register": "register", "examples": "examples",
-         "ablate": "ablations", "ablations": "ablations"}  # fmt: skip
+         "ablate": "ablations", "ablations": "ablations", "benchmark": "benchmark"}  # fmt: skip
 
 
 def _script(stage: dict) -> Path:

@@ -176,3 +176,30 @@ class AblationsConfig:
             if unknown:
                 known = ", ".join(self.SWITCHES)
                 raise ValueError(f"ablations.rows.{row}: unknown {', '.join(unknown)}; known: {known}")
+
+
+@dataclass(frozen=True)
+class BenchmarkRunConfig:
+    """One entry of ``benchmark.runs``: a paper protocol (``facex benchmark list``) on one model, with the options
+    of ``facex benchmark run``."""
+
+    protocol: str
+    roots: dict[str, Path]  # dataset name (the protocol's datasets: ffpp, voxceleb1, ffhq, clips) -> its folder
+    model: str  # a model folder (the stage's dependency), or models:/NAME@ALIAS
+    max_pairs: int | None = None  # None: the protocol's own count
+    seed: int = 0
+    steps: int = 20
+    cfg_scale: float = 3.0
+    scheduler: str = "ddim"
+    identity_model: str = "backend"  # backend, dlib, or an iresnet .pth/.onnx under the weights dir
+    fid_features: str = "inception"  # a folder under the weights dir, or standin
+    watermark: bool = True
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """The ``benchmark`` section: `dvc repro benchmark@<run>` for each entry of ``runs`` (none by default: they need
+    your copies of the datasets), results in ``out_dir/<protocol>/<run>/`` (the run named after its model)."""
+
+    out_dir: Path = Path("benchmarks")
+    runs: dict[str, BenchmarkRunConfig] = field(default_factory=dict)

@@ -374,6 +374,32 @@ def conditional_gain(
     }  # fmt: skip
 
 
+def score_outputs(
+    frames: HeldOutFrames,
+    cross_pairs: list[Pair],
+    self_pairs: list[Pair],
+    produce_for: Callable[[str], Callable[[dict[str, torch.Tensor], int], torch.Tensor]],
+    measurer: FaceMeasurer,
+    fid: tuple[str, Any],
+    settings: EvaluateConfig,
+    resolution: int,
+    device: torch.device,
+    on_pairs: Callable[[int], None] | None = None,
+) -> ModelReport:
+    """Every task's cross-identity and self-reconstruction scores of the outputs `produce_for(task)` makes."""
+    report = ModelReport({SELF: {}}, {}, {})
+    for task in CROSS_TASKS:
+        report.metrics[task], report.rows[task], report.grids[task] = cross_identity(
+            frames, cross_pairs, task, produce_for(task), measurer, fid, settings, resolution, device, on_pairs
+        )
+    for task in SELF_TASKS:
+        kind = f"{SELF}_{task}"
+        report.metrics[SELF][task], report.rows[kind], report.grids[kind] = self_reconstruction(
+            frames, self_pairs, task, produce_for(task), settings, resolution, device, on_pairs
+        )
+    return report
+
+
 def evaluate_model(
     model: FaceXModel,
     name: str,
@@ -390,26 +416,17 @@ def evaluate_model(
     device = torch.device(device)
     model.to(device).eval()
     res = model.config.resolution
-    metrics: dict[str, Any] = {}
-    rows: dict[str, list[dict[str, Any]]] = {}
-    grids: dict[str, np.ndarray] = {}
-    for task in CROSS_TASKS:
-        produce = functools.partial(_model_outputs, model, task, settings)
-        metrics[task], rows[task], grids[task] = cross_identity(
-            frames, cross_pairs, task, produce, measurer, fid, settings, res, device, on_pairs
-        )
-    metrics[SELF] = {"task": model.config.task}
-    metrics["denoising"] = {}
-    for task in SELF_TASKS:
-        produce = functools.partial(_model_outputs, model, task, settings)
-        kind = f"{SELF}_{task}"
-        metrics[SELF][task], rows[kind], grids[kind] = self_reconstruction(
-            frames, self_pairs, task, produce, settings, res, device, on_pairs
-        )
-        metrics["denoising"][task] = conditional_gain(model, pair_batch(frames, self_pairs, res, device), task,
-                                                      settings.seed)  # fmt: skip
-    metrics["headline"] = headline(model.config.task, metrics)
-    return ModelReport(metrics, rows, grids)
+
+    def produce_for(task: str):
+        return functools.partial(_model_outputs, model, task, settings)
+
+    report = score_outputs(frames, cross_pairs, self_pairs, produce_for, measurer, fid, settings, res, device,
+                           on_pairs)  # fmt: skip
+    report.metrics[SELF]["task"] = model.config.task
+    batch = pair_batch(frames, self_pairs, res, device)
+    report.metrics["denoising"] = {task: conditional_gain(model, batch, task, settings.seed) for task in SELF_TASKS}
+    report.metrics["headline"] = headline(model.config.task, report.metrics)
+    return report
 
 
 def _model_outputs(model: FaceXModel, task: str, settings: EvaluateConfig, batch: dict, first_index: int):
@@ -427,22 +444,8 @@ def evaluate_reference(
     device: torch.device | str = "cpu",
 ) -> ModelReport:
     """The baseline row: each task's inpainting reference I_R scored as if it were the output."""
-    device = torch.device(device)
-    metrics: dict[str, Any] = {}
-    rows: dict[str, list[dict[str, Any]]] = {}
-    grids: dict[str, np.ndarray] = {}
-    for task in CROSS_TASKS:
-        produce = functools.partial(_reference_outputs, task)
-        metrics[task], rows[task], grids[task] = cross_identity(
-            frames, cross_pairs, task, produce, measurer, fid, settings, resolution, device
-        )
-    metrics[SELF] = {}
-    for task in SELF_TASKS:
-        kind = f"{SELF}_{task}"
-        metrics[SELF][task], rows[kind], grids[kind] = self_reconstruction(
-            frames, self_pairs, task, functools.partial(_reference_outputs, task), settings, resolution, device
-        )
-    return ModelReport(metrics, rows, grids)
+    return score_outputs(frames, cross_pairs, self_pairs, lambda task: functools.partial(_reference_outputs, task),
+                         measurer, fid, settings, resolution, torch.device(device))  # fmt: skip
 
 
 def _reference_outputs(task: str, batch: dict, first_index: int) -> torch.Tensor:

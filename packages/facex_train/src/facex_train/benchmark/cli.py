@@ -92,38 +92,27 @@ def run(
 ) -> None:
     """Run a protocol on a model: metrics.json, pairs.csv, grid.png and table.md (the paper's layout)."""
     from facex_data.weights import resolve_weights_dir
-    from facex_model.inputs import FaceXInputError
-    from facex_model.pipeline import FaceXPipeline
     from facex_train.benchmark.protocols import PairSettings, get_protocol, parse_roots
-    from facex_train.benchmark.runner import BenchmarkError, BenchmarkRun, RunSettings, log_to_mlflow
+    from facex_train.benchmark.runner import BenchmarkError, RunSettings, model_name, run_benchmark
 
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     try:
         protocol = get_protocol(name)
         roots = parse_roots(protocol, root)
         reference = json.loads(published.read_text()) if published else None
     except (KeyError, ValueError, OSError) as err:
         raise _fail(str(err).strip('"')) from None
-    if tracking_uri:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-    weights = resolve_weights_dir(weights_dir)
-    try:
-        pipe = FaceXPipeline.from_pretrained(model, device=device, weights_dir=weights)
-    except (FaceXInputError, FileNotFoundError, ValueError) as err:
-        raise _fail(f"model {model}: {err}") from None
-    model_name = model.removeprefix("models:/").replace("/", "-") if model.startswith("models:/") else Path(model).name
     settings = RunSettings(steps=steps, cfg_scale=cfg, scheduler=scheduler, seed=seed, identity_model=id_model,
                            fid_features=fid, watermark=not no_watermark)  # fmt: skip
-    out_dir = out / protocol.name / model_name
+    out_dir = out / protocol.name / model_name(model)
     try:
-        job = BenchmarkRun(protocol, roots, pipe, model_name, out_dir, settings, PairSettings(seed, max_pairs),
-                           weights, overwrite, reference)  # fmt: skip
-        result = job.run(progress=not no_progress)
-    except (BenchmarkError, FaceXInputError, FileNotFoundError) as err:
+        run_benchmark(
+            protocol.name, roots, model, out_dir, settings, PairSettings(seed, max_pairs),
+            weights_dir=resolve_weights_dir(weights_dir), device=device, overwrite=overwrite, published=reference,
+            progress=not no_progress, tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+            run_id=run_id, say=lambda m: typer.echo(m, err=True),
+        )  # fmt: skip
+    except BenchmarkError as err:
         raise _fail(str(err)) from None
-    log_to_mlflow(result, out_dir, model, tracking_uri, run_id, say=lambda m: typer.echo(m, err=True))
     typer.echo((out_dir / "table.md").read_text())
     typer.echo(f"results in {out_dir}")
 

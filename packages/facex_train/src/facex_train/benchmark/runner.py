@@ -420,10 +420,11 @@ def log_to_mlflow(
     tracking_uri: str | None,
     run_id: str | None = None,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    experiment_id: str | None = None,
 ) -> str | None:
     """Log the metrics (``benchmark.<protocol>.<key>``) and table/metrics/grid files to the model's MLflow run: the
-    run that registered a `models:/` model, the run given, else a new run named after the benchmark. Returns the run
-    id (None when no tracking URI is set)."""
+    run that registered a `models:/` model, the run given, else a new run named after the benchmark (in
+    `experiment_id`, default the "facex-benchmarks" experiment). Returns the run id (None without a tracking URI)."""
     if not tracking_uri:
         say("not logged to MLflow: no tracking URI (--tracking-uri or MLFLOW_TRACKING_URI)")
         return None
@@ -440,8 +441,9 @@ def log_to_mlflow(
         run_id = version.tags.get("run_id") or version.run_id
     protocol = result["protocol"]["protocol"]
     if run_id is None:
-        experiment = client.get_experiment_by_name("facex-benchmarks")
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment("facex-benchmarks")
+        if experiment_id is None:
+            experiment = client.get_experiment_by_name("facex-benchmarks")
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment("facex-benchmarks")
         run_id = client.create_run(experiment_id, run_name=f"benchmark-{protocol}-{result['protocol']['model']}",
                                    tags={"facex.model": model_ref}).info.run_id  # fmt: skip
         client.set_terminated(run_id)
@@ -454,3 +456,56 @@ def log_to_mlflow(
         if (out_dir / name).is_file():
             client.log_artifact(run_id, str(out_dir / name), artifact_path=f"benchmarks/{protocol}")
     return run_id
+
+
+def run_benchmark(
+    protocol_name: str,
+    roots: dict[str, Path],
+    model: str,
+    out_dir: Path,
+    settings: RunSettings,
+    pair_settings: PairSettings,
+    *,
+    weights_dir: Path | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    published: dict[str, Any] | None = None,
+    progress: bool = True,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    experiment_id: str | None = None,
+) -> dict[str, Any]:
+    """Load the model (a folder or a `models:/` URI), run the protocol into `out_dir`, log to MLflow; what
+    ``facex benchmark run`` and the ``benchmark`` DVC stage both call. Raises BenchmarkError for what a user can fix."""
+    from facex_train.benchmark.protocols import get_protocol
+
+    try:
+        protocol = get_protocol(protocol_name)
+    except KeyError as err:
+        raise BenchmarkError(str(err).strip('"')) from None
+    missing = [d for d in protocol.datasets if d not in roots]
+    if missing:
+        raise BenchmarkError(f"{protocol.name} needs a root for {', '.join(missing)}")
+    if tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        pipe = FaceXPipeline.from_pretrained(model, device=device, weights_dir=weights_dir)
+    except (FaceXInputError, FileNotFoundError, ValueError) as err:
+        raise BenchmarkError(f"model {model}: {err}") from None
+    name = model_name(model)
+    try:
+        job = BenchmarkRun(protocol, roots, pipe, name, out_dir, settings, pair_settings, weights_dir, overwrite,
+                           published)  # fmt: skip
+        result = job.run(progress=progress)
+    except (FaceXInputError, FileNotFoundError) as err:
+        raise BenchmarkError(str(err)) from None
+    log_to_mlflow(result, out_dir, model, tracking_uri, run_id, say=say, experiment_id=experiment_id)
+    return result
+
+
+def model_name(model: str) -> str:
+    """What a model is called in results: its folder's name, or NAME@ALIAS (NAME-VERSION) of a registry URI."""
+    return model.removeprefix("models:/").replace("/", "-") if model.startswith("models:/") else Path(model).name
