@@ -53,3 +53,21 @@ def tiny_backbone(tmp_path_factory) -> Path:
     from facex_model.backbone import build_tiny_backbone
 
     return build_tiny_backbone(tmp_path_factory.mktemp("tiny_sd"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_backbone, tmp_path_factory) -> Path:
+    """A saved FaceX model (random trainable part) on the tiny backbone: what inference and benchmark tests load."""
+    import torch
+
+    from facex_model.model import FaceXConfig, FaceXModel
+
+    torch.manual_seed(0)
+    return FaceXModel(FaceXConfig.tiny(tiny_backbone)).save_pretrained(tmp_path_factory.mktemp("facex_tiny"))
+
+
+@pytest.fixture(scope="session")
+def pipe(model_dir):
+    from facex_model.pipeline import FaceXPipeline
+
+    return FaceXPipeline.from_pretrained(model_dir)

@@ -79,22 +79,8 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
-# --- inference (FaceXPipeline, CLI, video, pyfunc): a saved tiny model, real photos, embedded-sample frames ---
-@pytest.fixture(scope="session")
-def model_dir(tiny_backbone, tmp_path_factory) -> Path:
-    from facex_model.model import FaceXConfig, FaceXModel
-
-    torch.manual_seed(0)
-    return FaceXModel(FaceXConfig.tiny(tiny_backbone)).save_pretrained(tmp_path_factory.mktemp("facex_tiny"))
-
-
-@pytest.fixture(scope="session")
-def pipe(model_dir):
-    from facex_model.pipeline import FaceXPipeline
-
-    return FaceXPipeline.from_pretrained(model_dir)
-
-
+# --- inference (FaceXPipeline, CLI, video, pyfunc): real photos, embedded-sample frames (the saved tiny model and its
+# pipeline, `model_dir` and `pipe`, are in the root conftest: the benchmark tests use them too) ---
 @pytest.fixture(scope="session")
 def photos(real_data, tmp_path_factory) -> dict[str, Path]:
     """Real portraits, shrunk (fast detection) to non-square sizes; `pair` shows two people, one larger."""

@@ -90,21 +90,6 @@ def _roots(protocol, layouts) -> dict[str, Path]:
     return {d: layouts[d] for d in protocol.datasets}
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tiny_backbone, tmp_path_factory) -> Path:
-    from facex_model.model import FaceXConfig, FaceXModel
-
-    torch.manual_seed(0)
-    return FaceXModel(FaceXConfig.tiny(tiny_backbone)).save_pretrained(tmp_path_factory.mktemp("bench_model"))
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_model_dir):
-    from facex_model.pipeline import FaceXPipeline
-
-    return FaceXPipeline.from_pretrained(tiny_model_dir)
-
-
 # --- pair lists ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(PROTOCOLS))
 def test_pair_list_is_pinned_by_the_layout_and_the_seed(name, layouts):
@@ -129,10 +114,12 @@ def test_pair_list_is_pinned_by_the_layout_and_the_seed(name, layouts):
 
 def test_ffpp_pairs_are_the_official_ones_both_ways_from_the_split_or_the_manipulated_names(layouts, tmp_path):
     pairs, where = ds.ffpp_swap_pairs(layouts["ffpp"])
-    assert where == "splits/test.json"
+    assert where == "splits/test.json"  # train/val/test are read together where present: one pair per video
     assert pairs == [("000", "001"), ("001", "000"), ("002", "003"), ("003", "002")]
     copy = tmp_path / "ffpp"
     shutil.copytree(layouts["ffpp"], copy)
+    (copy / "splits" / "train.json").write_text(json.dumps([["000", "002"]]))
+    assert ds.ffpp_swap_pairs(copy) == (sorted([*pairs, ("000", "002"), ("002", "000")]), "splits/train.json+test.json")
     shutil.rmtree(copy / "splits")
     for target, source in pairs:
         folder = copy / ds.FFPP_MANIPULATED / "Deepfakes" / "c23" / "videos"
@@ -163,7 +150,7 @@ def test_missing_data_names_the_path_and_layout_it_wants(name, expected, tmp_pat
 def test_ffpp_without_a_pair_list_says_where_to_get_one(layouts, tmp_path):
     copy = tmp_path / "ffpp"
     shutil.copytree(layouts["ffpp"] / "original_sequences", copy / "original_sequences")
-    with pytest.raises(ds.LayoutError, match=r"splits/test\.json.*FaceForensics repository"):
+    with pytest.raises(ds.LayoutError, match=r"splits\}?/\{train,val,test\}\.json.*FaceForensics repository"):
         build_pair_list(get_protocol("ffpp-swap"), {"ffpp": copy}, PairSettings())
 
 
@@ -310,10 +297,10 @@ def test_metrics_are_logged_to_the_models_mlflow_run(layouts, pipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, tiny_model_dir, tmp_path):
+def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, model_dir, tmp_path):
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "facex_data.cli", "benchmark", "run", "ffpp-swap", "--root", str(layouts["ffpp"]),
-                "--model", str(tiny_model_dir), "--out", str(out), "--max-pairs", "8", "--steps", "2",
+                "--model", str(model_dir), "--out", str(out), "--max-pairs", "8", "--steps", "2",
                 "--fid", "standin", "--no-progress"]  # fmt: skip
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
@@ -322,7 +309,7 @@ def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, tiny_model_di
     assert "| FaceX (this implementation:" in whole.stdout
 
     job = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    rows = tmp_path / "killed" / "ffpp-swap" / tiny_model_dir.name / "rows"
+    rows = tmp_path / "killed" / "ffpp-swap" / model_dir.name / "rows"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(rows.glob("*.json"))) < 3:
         time.sleep(0.2)
@@ -332,16 +319,16 @@ def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, tiny_model_di
     assert 3 <= done < 8, f"{done} pairs finished before the kill"
     resumed = subprocess.run(command(tmp_path / "killed"), capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    name = tiny_model_dir.name
+    name = model_dir.name
     a = json.loads((tmp_path / "whole" / "ffpp-swap" / name / "metrics.json").read_text())
     b = json.loads((tmp_path / "killed" / "ffpp-swap" / name / "metrics.json").read_text())
     assert a == b
 
 
-def test_the_cli_reports_a_bad_root_in_one_line(tiny_model_dir, tmp_path):
+def test_the_cli_reports_a_bad_root_in_one_line(model_dir, tmp_path):
     from facex_data.cli import app, load_commands
 
     result = CliRunner().invoke(load_commands(app), ["benchmark", "run", "ffhq-headswap", "--root", str(tmp_path),
-                                                     "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")])
+                                                     "--model", str(model_dir), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"error: FFHQ: expected the folder {tmp_path / ds.FFHQ_IMAGES}" in result.output

@@ -114,9 +114,9 @@ def test_paper_profile_runs_every_stage_then_video_and_image_tasks(tmp_path):
 
     # a paper benchmark protocol on the paper-backend model, ID measured by another recogniser than the training one
     cosface = weights / "cosface" / "r18.pth"
-    made = run(python, "-c", "import torch; from facex_data.standins import save; "
+    made = run(python, "-c", "import torch; from pathlib import Path; from facex_data.standins import save; "
                "from facex_data.extractors.nets.iresnet import IResNet; torch.manual_seed(3); "
-               f"save(IResNet([2, 2, 2, 2]).state_dict(), {str(cosface)!r})")
+               f"save(IResNet([2, 2, 2, 2]).state_dict(), Path({str(cosface)!r}))")
     assert made.returncode == 0, made.stderr[-2000:]
     bench = run(facex, "benchmark", "run", "reconstruction", "--root", str(clone / params["demo_clips"]["out_dir"]),
                 "--model", str(models / "generalist"), "--weights-dir", str(weights), "--out", str(tmp_path / "bench"),

@@ -5,8 +5,8 @@ frame index for videos. Each reader lists what a user's copy holds and raises :c
 folder it expected and the layout it wants when a copy is missing or laid out otherwise.
 
 - FaceForensics++ (``ffpp``): ``original_sequences/youtube/c23/videos/<id>.mp4``; the official swap pairs from
-  ``splits/<split>.json`` (the FF++ repository's ``dataset/splits``: ``[["953", "974"], ...]``) or, without it,
-  from the names of the manipulated videos (``manipulated_sequences/<method>/c23/videos/<target>_<source>.mp4``).
+  ``splits/{train,val,test}.json`` (the FF++ repository's ``dataset/splits``: ``[["953", "974"], ...]``) or, without
+  them, from the names of the manipulated videos (``manipulated_sequences/<method>/c23/videos/<target>_<source>.mp4``).
 - VoxCeleb1 test (``voxceleb1``): ``id<speaker>/<video>/<utterance>.mp4`` (under the root or its ``mp4/``), or
   extracted frames ``id<speaker>/<video>/<utterance>/<frame>.{jpg,png}``.
 - FFHQ (``ffhq``): ``images1024x1024/**/<id>.png`` (the official 1000-image subfolders, or flat).
@@ -28,6 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FFPP_VIDEOS = "original_sequences/youtube/c23/videos"
 FFPP_MANIPULATED = "manipulated_sequences"
+FFPP_SPLITS = ("train", "val", "test")
 FFHQ_IMAGES = "images1024x1024"
 
 
@@ -95,29 +96,34 @@ def ffpp_videos(root: Path) -> dict[str, Path]:
     return videos
 
 
-def ffpp_swap_pairs(root: Path, split: str = "test") -> tuple[list[tuple[str, str]], str]:
+def ffpp_swap_pairs(root: Path) -> tuple[list[tuple[str, str]], str]:
     """The official (target, source) video pairs of an FF++ copy and where they were read.
 
-    ``splits/<split>.json`` lists identity pairs [a, b]; FF++ manipulates both ways (a_b: b's face on a's video,
-    and b_a). Without the split file, every manipulated video's name <target>_<source> is a pair."""
+    ``splits/{train,val,test}.json`` (the FaceForensics repository's ``dataset/splits``) list identity pairs [a, b];
+    FF++ manipulates both ways (a_b: b's face on a's video, and b_a), so the three splits give one pair per original
+    video (the FaceShifter protocol swaps every video). Without split files, every manipulated video's name
+    <target>_<source> is a pair."""
     root = Path(root)
-    split_file = root / "splits" / f"{split}.json"
-    if split_file.is_file():
-        try:
-            listed = json.loads(split_file.read_text())
-            pairs = sorted({(str(a), str(b)) for x, y in listed for a, b in ((x, y), (y, x))})
-        except (ValueError, TypeError) as err:
-            raise LayoutError(f"{split_file}: not an FF++ split file ([[\"953\", \"974\"], ...]): {err}") from None
-        return pairs, f"splits/{split}.json"
+    split_files = [f for f in (root / "splits" / f"{name}.json" for name in FFPP_SPLITS) if f.is_file()]
+    if split_files:
+        pairs: set[tuple[str, str]] = set()
+        for split_file in split_files:
+            try:
+                listed = json.loads(split_file.read_text())
+                pairs |= {(str(a), str(b)) for x, y in listed for a, b in ((x, y), (y, x))}
+            except (ValueError, TypeError) as err:
+                raise LayoutError(f"{split_file}: not an FF++ split file ([[\"953\", \"974\"], ...]): {err}") from None
+        return sorted(pairs), "splits/" + "+".join(f.name for f in split_files)
     manipulated = root / FFPP_MANIPULATED
     names = sorted({p.stem for p in manipulated.glob("*/c23/videos/*") if p.suffix.lower() in VIDEO_SUFFIXES})
-    pairs = sorted({tuple(n.split("_")[:2]) for n in names if n.count("_") == 1})  # type: ignore[misc]
-    if not pairs:
+    found = sorted({tuple(n.split("_")[:2]) for n in names if n.count("_") == 1})
+    if not found:
         raise LayoutError(
-            f"FaceForensics++: no official pair list in {root}: expected {split_file} (copy dataset/splits/ from the "
-            f"FaceForensics repository) or manipulated videos {manipulated}/<method>/c23/videos/<target>_<source>.mp4"
+            f"FaceForensics++: no official pair list in {root}: expected {root / 'splits'}/{{train,val,test}}.json "
+            "(copy dataset/splits/ from the FaceForensics repository) or manipulated videos "
+            f"{manipulated}/<method>/c23/videos/<target>_<source>.mp4"
         )
-    return pairs, f"{FFPP_MANIPULATED}/*/c23/videos names"
+    return found, f"{FFPP_MANIPULATED}/*/c23/videos names"  # type: ignore[return-value]
 
 
 # --- VoxCeleb1 -----------------------------------------------------------------------------------------------------

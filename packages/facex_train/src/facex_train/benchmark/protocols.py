@@ -47,7 +47,7 @@ class Protocol:
     columns: tuple[Column, ...]
     build: Callable[[dict[str, Path], PairSettings], tuple[list[dict], dict]]  # -> (pairs, what they came from)
     default_pairs: int | None = None  # None: every pair the layout defines
-    version: int = 1  # bumped whenever the way pairs are drawn changes
+    version: int = 1  # bumped whenever the way pairs are drawn changes (it is in every pair list and result)
     description: str = ""
     needs_identity_gallery: bool = field(default=False)  # ID retrieval among the benchmark's sources
 
@@ -151,7 +151,8 @@ PROTOCOLS: dict[str, Protocol] = {
     for p in (
         Protocol("ffpp-swap", "Table 2", "swap", ("ffpp",),
                  (RETRIEVAL1, RETRIEVAL5, ID, POSE, EXPRESSION, FID, DETECTED), _ffpp_swap,
-                 description="face swap on FaceForensics++ (official test pairs, 10 frames per video)",
+                 description="face swap on FaceForensics++: every video with its official source, 10 evenly spread "
+                 "frames each (FaceShifter's protocol)",
                  needs_identity_gallery=True),
         Protocol("vox-ffhq-reenact", "Table 1", "reenact", ("voxceleb1", "ffhq"),
                  (ID, EXPRESSION, POSE, GAZE, FID, DETECTED), _vox_ffhq_reenact, default_pairs=1000,
