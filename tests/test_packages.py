@@ -156,6 +156,16 @@ print(json.dumps({{"after_import": after_import, "after_swap": sorted(m for m in
     assert not set(TRAINING_ONLY) & imported and "facex_model" in imported
 
 
+def test_loading_the_facex_commands_imports_no_torch_or_training_stack():
+    """Every `facex` call loads every installed package's commands (facex-train's `benchmark` too) before it runs
+    one: that must not import torch, Ray, MLflow or torchmetrics, or every `facex swap` pays seconds for them."""
+    code = ("import sys; from facex_data.cli import load_commands; app = load_commands(); "
+            f"print(sorted(m for m in {(*TRAINING_ONLY, 'torch')!r} if m in sys.modules))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def _venv(path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path / "bin" / "python"

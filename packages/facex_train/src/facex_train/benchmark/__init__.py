@@ -2,10 +2,6 @@
 
 ``protocols``: each benchmark as data (datasets, task, pair-list rule, columns); ``datasets``: readers for the
 public on-disk layouts; ``runner``: one measurement path for every protocol, resumable, results in the paper's
-layout beside the published rows (``paper_tables.json``).
+layout beside the published rows (``paper_tables.json``); ``cli``: the command. Nothing is imported here: the
+``facex`` command loads ``cli`` at every start, and it must not pull in torch or torchmetrics.
 """
-
-from facex_train.benchmark.protocols import PROTOCOLS, PairSettings, Protocol, get_protocol
-from facex_train.benchmark.runner import BenchmarkError, BenchmarkRun, RunSettings
-
-__all__ = ["PROTOCOLS", "BenchmarkError", "BenchmarkRun", "PairSettings", "Protocol", "RunSettings", "get_protocol"]

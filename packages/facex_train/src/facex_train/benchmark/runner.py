@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from facex_data.extractors import AlignedFaces, Detection, ExtractorSet
+from facex_data.extractors import AlignedFaces, ExtractorSet, FaceFeatures
 from facex_model.features import image_tensor, tdmm_parts
 from facex_model.inputs import FaceXInputError, NoFaceError
 from facex_model.pipeline import FaceXPipeline, image_grid
@@ -113,9 +113,14 @@ class EvaluationIdentity:
             except CheckpointError as err:
                 raise BenchmarkError(f"--id-model {path}: {err}") from None
             self.name = f"iresnet {path.name} sha256 {next(iter(self.net.weights.values()))[:12]}"
+        self.is_backend = spec == BACKEND_IDENTITY
 
-    def __call__(self, detections: list[Detection]) -> np.ndarray:
-        embedding, _ = self.net(AlignedFaces.from_detections(detections))
+    def __call__(self, faces: list[FaceFeatures]) -> np.ndarray:
+        """(N, D) L2-normalised embeddings of detected faces (the backend's own, already computed, are reused)."""
+        if self.is_backend:
+            embedding = np.stack([np.asarray(f.identity, np.float32).ravel() for f in faces])
+        else:
+            embedding, _ = self.net(AlignedFaces.from_detections([f.detection for f in faces]))
         embedding = np.asarray(embedding, np.float32)
         return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
 
@@ -246,12 +251,12 @@ class BenchmarkRun:
     def measure(self, index: int, output: np.ndarray, source: Any, target: Any, target_frame: np.ndarray) -> dict:
         backend = self.pipe.model.config.extractors
         found = self.pipe.extractors.features(output[None])[0]
-        source_id = self.identity([source.features.detection])[0]
-        target_id = self.identity([target.features.detection])[0]
+        source_id = self.identity([source.features])[0]
+        target_id = self.identity([target.features])[0]
         values: dict[str, Any] = {"face_detected": int(found is not None)}
         out_id = np.zeros(0, np.float32)
         if found is not None:
-            out_id = self.identity([found.detection])[0]
+            out_id = self.identity([found])[0]
             o, t = tdmm_parts(found.tdmm, backend), tdmm_parts(target.features.tdmm, backend)
             values |= {
                 "id_similarity": _one(id_similarity, out_id, source_id),
