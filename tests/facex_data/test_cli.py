@@ -14,7 +14,7 @@ from facex_data.cli import app, load_commands
 from facex_data.demo_clips import DemoClipsConfig
 
 EXPECTED = {"version", "demo-clips", "extract", "weights check", "swap", "headswap", "reenact", "edit", "inpaint",
-            "animate", "detect-watermark"}  # fmt: skip
+            "animate", "detect-watermark", "benchmark run", "benchmark list", "benchmark pairs"}  # fmt: skip
 
 
 def facex(*args: str) -> subprocess.CompletedProcess:

@@ -332,3 +332,19 @@ def test_the_cli_reports_a_bad_root_in_one_line(model_dir, tmp_path):
                                                      "--model", str(model_dir), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"error: FFHQ: expected the folder {tmp_path / ds.FFHQ_IMAGES}" in result.output
+
+
+def test_a_pair_whose_input_holds_no_face_is_skipped_and_counted(layouts, pipe, tmp_path):
+    ffhq = tmp_path / "ffhq"
+    shutil.copytree(layouts["ffhq"], ffhq)
+    Image.new("RGB", (256, 256), (90, 120, 150)).save(ffhq / ds.FFHQ_IMAGES / "00000" / "00009.png")  # no face
+    protocol = get_protocol("ffhq-headswap")
+    job = BenchmarkRun(protocol, {"ffhq": ffhq}, pipe, "m", tmp_path / "out", FAST, PairSettings(seed=0, max_pairs=10))
+    result = job.run(progress=False)
+    rows = {r["pair"]: r for r in job.rows()}
+    faceless = [i for i, p in enumerate(job.pair_list["pairs"])
+                if "00009" in (p["source"]["path"] + p["target"]["path"])]  # fmt: skip
+    assert faceless and all(rows[i]["status"].startswith("no face in input") for i in faceless)
+    m = result["metrics"]
+    assert m["skipped_inputs"] == len(faceless) and m["evaluated"] == 10 - len(faceless) and m["pairs"] == 10
+    assert "00009.png" in (tmp_path / "out" / "pairs.csv").read_text()  # every pair accounted for
