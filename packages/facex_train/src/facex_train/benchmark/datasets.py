@@ -75,7 +75,8 @@ def spread(n: int, k: int) -> list[int]:
     return [int(i) for i in np.linspace(0, n - 1, k).round().astype(int)]
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative(path: Path, root: Path) -> str:
+    """A path inside a dataset root as the pair lists store it (posix, relative)."""
     return path.relative_to(root).as_posix()
 
 

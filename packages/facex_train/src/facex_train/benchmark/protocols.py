@@ -11,11 +11,12 @@ with their source), never computed here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,6 @@ class Protocol:
     default_pairs: int | None = None  # None: every pair the layout defines
     version: int = 1  # bumped whenever the way pairs are drawn changes (it is in every pair list and result)
     description: str = ""
-    needs_identity_gallery: bool = field(default=False)  # ID retrieval among the benchmark's sources
 
 
 ID = Column("id_similarity", "ID↑", True)
@@ -83,8 +83,8 @@ def _ffpp_swap(roots: dict[str, Path], settings: PairSettings) -> tuple[list[dic
         target_frames, source_frames = ds.spread(counts[target_id], k), ds.spread(counts[source_id], k)
         for j, t in enumerate(target_frames):
             s = source_frames[j % len(source_frames)]
-            pairs.append(_pair(FrameRef("ffpp", ds._relative(videos[source_id], root), s, source_id),
-                               FrameRef("ffpp", ds._relative(videos[target_id], root), t, target_id)))  # fmt: skip
+            pairs.append(_pair(FrameRef("ffpp", ds.relative(videos[source_id], root), s, source_id),
+                               FrameRef("ffpp", ds.relative(videos[target_id], root), t, target_id)))  # fmt: skip
     return pairs, {"ffpp": f"{len(official)} official (target, source) pairs from {listed_in}, {k} frames each"}
 
 
@@ -92,20 +92,19 @@ def _vox_sequences(root: Path) -> list[tuple[str, str, list[str] | None, int]]:
     out = []
     for speaker, item, frames in ds.voxceleb_sequences(root):
         if frames is None:
-            out.append((speaker, ds._relative(item, root), None, ds.frame_count(item)))
+            out.append((speaker, ds.relative(item, root), None, ds.frame_count(item)))
         else:
-            out.append((speaker, ds._relative(item, root), [ds._relative(f, root) for f in frames], len(frames)))
+            out.append((speaker, ds.relative(item, root), [ds.relative(f, root) for f in frames], len(frames)))
     return out
 
 
 def _vox_ffhq_reenact(roots: dict[str, Path], settings: PairSettings) -> tuple[list[dict], dict]:
     vox, ffhq = Path(roots["voxceleb1"]), Path(roots["ffhq"])
     sequences = _vox_sequences(vox)
-    images = [ds._relative(p, ffhq) for p in ds.ffhq_images(ffhq)]
+    images = [ds.relative(p, ffhq) for p in ds.ffhq_images(ffhq)]
     rng = random.Random(settings.seed)
-    n = settings.max_pairs or 1000
     pairs = []
-    for _ in range(n):
+    for _ in range(settings.max_pairs):
         speaker, path, frames, count = sequences[rng.randrange(len(sequences))]
         index = rng.randrange(count)
         driving = FrameRef("voxceleb1", frames[index], 0, speaker) if frames else FrameRef("voxceleb1", path, index,
@@ -118,12 +117,12 @@ def _vox_ffhq_reenact(roots: dict[str, Path], settings: PairSettings) -> tuple[l
 
 def _ffhq_headswap(roots: dict[str, Path], settings: PairSettings) -> tuple[list[dict], dict]:
     ffhq = Path(roots["ffhq"])
-    images = [ds._relative(p, ffhq) for p in ds.ffhq_images(ffhq)]
+    images = [ds.relative(p, ffhq) for p in ds.ffhq_images(ffhq)]
     if len(images) < 2:
         raise LayoutError(f"FFHQ: head swap needs two images; {ffhq / ds.FFHQ_IMAGES} holds {len(images)}")
     rng = random.Random(settings.seed)
     pairs = []
-    for _ in range(settings.max_pairs or 1000):
+    for _ in range(settings.max_pairs):
         a, b = rng.sample(images, 2)
         pairs.append(_pair(FrameRef("ffhq", a, 0, Path(a).stem), FrameRef("ffhq", b, 0, Path(b).stem)))
     return pairs, {"ffhq": f"{len(images)} images"}
@@ -136,12 +135,14 @@ def _reconstruction(roots: dict[str, Path], settings: PairSettings) -> tuple[lis
     order = list(range(len(clips)))
     rng.shuffle(order)
     pairs = []
-    for i in order[: settings.max_pairs or len(clips)]:
+    for i in order:
+        if len(pairs) == (settings.max_pairs or len(clips)):
+            break
         count = ds.frame_count(clips[i])
         if count < 2:
             continue
         s, t = rng.sample(range(count), 2)
-        rel = ds._relative(clips[i], root)
+        rel = ds.relative(clips[i], root)
         pairs.append(_pair(FrameRef("clips", rel, s, rel), FrameRef("clips", rel, t, rel)))
     return pairs, {"clips": f"{len(clips)} clips, two frames of one clip per pair"}
 
@@ -152,14 +153,13 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("ffpp-swap", "Table 2", "swap", ("ffpp",),
                  (RETRIEVAL1, RETRIEVAL5, ID, POSE, EXPRESSION, FID, DETECTED), _ffpp_swap,
                  description="face swap on FaceForensics++: every video with its official source, 10 evenly spread "
-                 "frames each (FaceShifter's protocol)",
-                 needs_identity_gallery=True),
+                 "frames each (FaceShifter's protocol)"),
         Protocol("vox-ffhq-reenact", "Table 1", "reenact", ("voxceleb1", "ffhq"),
                  (ID, EXPRESSION, POSE, GAZE, FID, DETECTED), _vox_ffhq_reenact, default_pairs=1000,
                  description="cross-identity reenactment: VoxCeleb1 test frames drive FFHQ images"),
         Protocol("ffhq-headswap", "Table 2 (head swap)", "headswap", ("ffhq",),
                  (ID, RETRIEVAL1, POSE, EXPRESSION, FID, DETECTED), _ffhq_headswap, default_pairs=1000,
-                 description="head swap between FFHQ images", needs_identity_gallery=True),
+                 description="head swap between FFHQ images"),
         Protocol("reconstruction", "Table 3", "headswap", ("clips",),
                  (Column("ssim", "SSIM↑", True), Column("psnr", "PSNR↑", True), Column("rmse", "RMSE↓", False)),
                  _reconstruction,
@@ -195,6 +195,7 @@ def parse_roots(protocol: Protocol, values: list[str]) -> dict[str, Path]:
 
 
 def build_pair_list(protocol: Protocol, roots: dict[str, Path], settings: PairSettings) -> dict[str, Any]:
+    settings = dataclasses.replace(settings, max_pairs=settings.max_pairs or protocol.default_pairs)
     pairs, built_from = protocol.build(roots, settings)
     if settings.max_pairs is not None:
         pairs = pairs[: settings.max_pairs]

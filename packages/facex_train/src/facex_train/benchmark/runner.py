@@ -19,7 +19,8 @@ embeddings; a rerun skips finished pairs and ends with the same metrics file.
         metrics.json      the aggregate metrics and the protocol
         table.md          the paper's table layout: published rows, then ours
         grid.png          source | target | output for the first pairs
-        outputs/, rows/, embeddings/   per-pair files (resume)
+        outputs/, crops/, rows/, embeddings/   per-pair files (resume): output frame, output|target face crops,
+                          the row, identity embeddings
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from facex_train.metrics import (
 )
 
 GRID_PAIRS = 8
+PER_PAIR = ("rows", "outputs", "crops", "embeddings")  # per-pair files, kept across a resume
 BACKEND_IDENTITY = "backend"
 DLIB_IDENTITY = "dlib"
 
@@ -195,10 +197,10 @@ class BenchmarkRun:
                     "or choose another --out"
                 )
         elif overwrite and self.out_dir.exists():
-            for sub in ("rows", "outputs", "embeddings"):
+            for sub in PER_PAIR:
                 for f in (self.out_dir / sub).glob("*") if (self.out_dir / sub).is_dir() else []:
                     f.unlink()
-        for sub in ("rows", "outputs", "embeddings"):
+        for sub in PER_PAIR:
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
         _write_atomic(self.out_dir / "pairs.jsonl", self.pair_bytes)
         _write_atomic(run_file, (json.dumps(self.record, indent=2, sort_keys=True) + "\n").encode())
@@ -268,8 +270,9 @@ class BenchmarkRun:
         transform = target.features.detection.transform
         crops = [aligned_crop(im, transform, self.crop_size) for im in (output, target_frame)]
         values |= {k: float(v[0]) for k, v in reconstruction_metrics(_tensor(crops[0]), _tensor(crops[1])).items()}
-        np.savez(self.out_dir / "embeddings" / f"{index:06d}.npz", output=out_id, source=source_id,
-                 target=target_id, transform=transform)  # fmt: skip
+        # output | target face crops side by side: what FID reads at the end, without decoding the target again
+        Image.fromarray(np.concatenate(crops, axis=1)).save(self.out_dir / "crops" / f"{index:06d}.png")
+        np.savez(self.out_dir / "embeddings" / f"{index:06d}.npz", output=out_id, source=source_id, target=target_id)
         return values
 
     def _finish(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -340,13 +343,11 @@ class BenchmarkRun:
         except (FileNotFoundError, ValueError) as err:
             features = self.settings.fid_features
             raise BenchmarkError(f"FID features {features!r}: {err} (or pass --fid standin)") from None
-        pairs = {p["pair"]: p for p in self.pair_list["pairs"]}
         for r in ok:
-            transform = self._embeddings(r["pair"])["transform"]
-            output = np.asarray(Image.open(self.out_dir / "outputs" / f"{r['pair']:06d}.png").convert("RGB"))
-            target = read_frame(self.roots, FrameRef.from_json(pairs[r["pair"]]["target"]))
-            fid.update(to_unit(_tensor(aligned_crop(output, transform, self.crop_size))), real=False)
-            fid.update(to_unit(_tensor(aligned_crop(target, transform, self.crop_size))), real=True)
+            crops = np.asarray(Image.open(self.out_dir / "crops" / f"{r['pair']:06d}.png"))
+            output, target = np.split(crops, 2, axis=1)
+            fid.update(to_unit(_tensor(output)), real=False)
+            fid.update(to_unit(_tensor(target)), real=True)
         value = float(fid.compute())
         out = {"fid": value if name == "fid" else None}
         if name != "fid":
