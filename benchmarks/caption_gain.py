@@ -7,12 +7,12 @@ pretrained on — the colours of the whole target image on a grid, position by p
 condition of that kind can buy on this backbone. It pretrains the VAE once and one U-Net per `--grids` entry with
 the project's pretraining code and params (`pretrain` section; the U-Net's `condition_grid` replaced), then scores
 the held-out crops (split.holdout_every) at the evaluation's timesteps with the same definitions: gain(t) =
-(MSE_empty - MSE_own) / MSE_empty, mismatch(t) = (MSE_other image's caption - MSE_own) / MSE_other, `gain` their
+(MSE_empty - MSE_own) / MSE_empty, mismatch(t) = (MSE_another clip's caption - MSE_own) / MSE_another, `gain` their
 mean over levels. FaceX's gain from metrics/metrics.json, where the demo has run, is printed beside them.
 
     make bench-caption      # = python benchmarks/caption_gain.py [--grids 8,16] [--unet-steps N] [--vae-steps N]
 
-Needs data/shards (`dvc repro extract`). About 3 minutes for the VAE and 4 per U-Net on 2 idle cores.
+Needs data/shards (`dvc repro extract`). About 4 minutes for the VAE and 7-8 per U-Net on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def caption_gain(unet, captions, vae, images: torch.Tensor, seed: int = 0) -> di
     generator = torch.Generator().manual_seed(seed)
     latents = torch.cat([vae.encode(x).latent_dist.mean for x in images.split(64)]) * vae.config.scaling_factor
     own = captions(images)  # the pretraining's context; its dropped captions are the empty (zero) context
-    contexts = {"own": own, "empty": torch.zeros_like(own), "other": own.roll(1, dims=0)}
+    # crops come clip by clip: half a turn gives each image the caption of another clip's crop
+    contexts = {"own": own, "empty": torch.zeros_like(own), "other": own.roll(len(own) // 2, dims=0)}
     result = {}
     for t in GAIN_TIMESTEPS:
         noise = torch.randn(latents.shape, generator=generator)
