@@ -64,7 +64,7 @@ def caption_gain(unet, captions, vae, images: torch.Tensor, seed: int = 0) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", help="params file (default params.yaml)")
+    parser.add_argument("--params", help="params file (default: $FACEX_PARAMS or params.yaml)")
     parser.add_argument("--grids", default="8,16", help="caption grids to compare (the params' is 8)")
     parser.add_argument("--vae-steps", type=int, help="default: pretrain.vae.steps")
     parser.add_argument("--unet-steps", type=int, help="default: pretrain.unet.steps")

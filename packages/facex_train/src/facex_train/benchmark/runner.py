@@ -99,7 +99,7 @@ class EvaluationIdentity:
             from facex_data.extractors.offline import DlibIdentity
 
             self.net = DlibIdentity(options)
-            self.name = f"{self.net.name}"
+            self.name = self.net.name
         else:
             from facex_data.extractors.nets import CheckpointError
             from facex_data.extractors.paper import ArcFaceIdentity
