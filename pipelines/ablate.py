@@ -51,10 +51,8 @@ def model_config(params: Params, row: str, backbone: Path) -> dict:
 
 def train_row(params: Params, row: str) -> tuple[Path, dict]:
     """Train one row's generalist with Ray Train; -> (model dir, training summary)."""
-    import ray
-
     from facex_data.layout import holdout_clips, written_clips
-    from facex_train.train import TrainJob, fit
+    from facex_train.train import TrainJob, fit, ray_session
 
     cfg = params.ablations
     train = cfg.train
@@ -71,14 +69,8 @@ def train_row(params: Params, row: str) -> tuple[Path, dict]:
         train=train, compute=params.compute, holdout=sorted(holdout_clips(clips, params.split.holdout_every)),
         model_dir=str(train.out_dir / row), storage_path=_storage(train.checkpoint_dir),
     )  # fmt: skip
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=max(params.compute.num_workers, os.cpu_count() or 1), include_dashboard=False)
-    try:
+    with ray_session(params.compute.num_workers):
         return Path(job.model_dir), fit(job)
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _storage(where: str) -> str:

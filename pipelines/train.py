@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -138,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import mlflow
-    import ray
 
-    from facex_train.train import fit
+    from facex_train.train import fit, ray_session
 
     experiment = ensure_experiment(params)
     # a resumed job continues its MLflow run (the id is kept beside the checkpoints when they are local)
@@ -158,17 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                  "ray_train.run_name": job.run_name()}
             )  # fmt: skip
         job.mlflow_run_id = run.info.run_id
-        started_here = not ray.is_initialized()
-        if started_here:
-            if os.environ.get("RAY_ADDRESS"):
-                ray.init(log_to_driver=True)
-            else:
-                ray.init(num_cpus=max(job.compute.num_workers, os.cpu_count() or 1), include_dashboard=False)
-        try:
+        with ray_session(job.compute.num_workers):
             summary = fit(job)
-        finally:
-            if started_here:
-                ray.shutdown()
         if summary.get("heldout_loss") is not None:
             mlflow.log_metric("final_heldout_loss", summary["heldout_loss"])
         mlflow.log_artifacts(job.model_dir, artifact_path="model")

@@ -38,3 +38,38 @@ def test_the_code_hash_covers_the_model_and_training_modules_not_inference():
     names = {p.name for p in module_closure(TRAJECTORY_ROOTS)}
     assert {"train.py", "pairs.py", "model.py", "frc.py", "fors.py", "ford.py", "features.py", "shards.py"} <= names
     assert not {"pipeline.py", "video.py", "cli.py", "evaluation.py", "watermark.py"} & names
+
+
+def test_a_local_ray_session_serves_the_state_api_on_localhost_only_and_ends_with_the_stage(monkeypatch):
+    """Ray Train's placement-group cleaner polls the state API each second; without the dashboard it can't (and logs
+    a warning every second of a run)."""
+    import ray
+    from ray.util.state import list_actors
+
+    from facex_train.train import ray_session
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    with ray_session(num_workers=1) as context:
+        assert ray.is_initialized()
+        assert isinstance(list_actors(), list)  # raises RayStateApiException without a dashboard
+        assert context.address_info["webui_url"].split(":")[0] == "127.0.0.1", context.address_info
+    assert not ray.is_initialized()
+
+
+def test_a_ray_session_connects_to_the_cluster_a_job_was_submitted_to_without_sizing_it(monkeypatch):
+    """`ray job submit` sets RAY_ADDRESS; ray.init must then get no num_cpus (Ray refuses it when connecting)."""
+    import ray
+
+    from facex_train.train import ray_session
+
+    calls = []
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setattr(ray, "is_initialized", lambda: bool(calls) and calls[-1] != "shutdown")
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs) or "context")
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with ray_session(num_workers=4) as context:
+        with ray_session(num_workers=4) as inner:  # inside a running session: used as it is
+            assert inner is None
+        assert context == "context"
+    assert calls == [{"log_to_driver": True}, "shutdown"]

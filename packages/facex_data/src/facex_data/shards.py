@@ -76,7 +76,8 @@ def encode_json(obj: dict) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all: a temporary file beside it, flushed to disk, then renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -136,7 +137,7 @@ class ShardWriter:
             "sha256": digest.hexdigest(),
             "clips": sorted(clips, key=lambda c: c["clip_id"]),
         }
-        _write_atomic(shard_stats(self.out_dir, name), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+        write_atomic(shard_stats(self.out_dir, name), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
         return stats
 
 
@@ -166,7 +167,7 @@ def write_ledger(out_dir: Path, shard_stats_list: list[dict], run: dict) -> dict
         },
         "run": run,
     }
-    _write_atomic(Path(out_dir) / LEDGER, (json.dumps(ledger, indent=1, sort_keys=True) + "\n").encode())
+    write_atomic(Path(out_dir) / LEDGER, (json.dumps(ledger, indent=1, sort_keys=True) + "\n").encode())
     return ledger
 
 

@@ -501,6 +501,34 @@ def sample_grid(model: FaceXModel, batch: dict[str, torch.Tensor], task: str, st
 
 
 # --- the driver -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def ray_session(num_workers: int):
+    """Ray for a training stage. ``ray job submit`` sets ``RAY_ADDRESS``: connect to that cluster. Otherwise start a
+    local Ray with a CPU per worker at least (every core of the machine), and shut it down afterwards; inside a
+    session that is already running (a test, a notebook), use it as it is.
+
+    The local Ray runs its dashboard, bound to 127.0.0.1 only: Ray Train's placement-group cleaner asks the
+    dashboard's state API every second whether the run's controller still lives, so without it the cleaner cannot
+    clean up after a killed controller and logs a warning each second of the run. Yields ray.init's context, or None
+    inside a running session."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        yield None
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        context = ray.init(log_to_driver=True)
+    else:
+        context = ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=True,
+                           dashboard_host="127.0.0.1")  # fmt: skip
+    try:
+        yield context
+    finally:
+        ray.shutdown()
+
+
 def fit(job: TrainJob) -> dict[str, Any]:
     """Train with Ray Train (``ray.init`` must have run: a local cluster, or ``RAY_ADDRESS`` for a running one).
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facex_data.extractors import AlignedFaces, ExtractorSet, FaceFeatures
+from facex_data.shards import write_atomic
 from facex_model.features import image_tensor, tdmm_parts
 from facex_model.inputs import FaceXInputError, NoFaceError
 from facex_model.pipeline import FaceXPipeline, image_grid
@@ -145,12 +145,6 @@ def _ref_text(ref: FrameRef) -> str:
     return f"{ref.path}#{ref.frame}" if ref.frame else ref.path
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class BenchmarkRun:
     """One (protocol, model) run in `out_dir`."""
 
@@ -202,8 +196,8 @@ class BenchmarkRun:
                     f.unlink()
         for sub in PER_PAIR:
             (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.out_dir / "pairs.jsonl", self.pair_bytes)
-        _write_atomic(run_file, (json.dumps(self.record, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(self.out_dir / "pairs.jsonl", self.pair_bytes)
+        write_atomic(run_file, (json.dumps(self.record, indent=2, sort_keys=True) + "\n").encode())
 
     # --- per pair -------------------------------------------------------------------------------------------------
     def _row_path(self, index: int) -> Path:
@@ -276,7 +270,7 @@ class BenchmarkRun:
         return values
 
     def _finish(self, index: int, row: dict[str, Any]) -> dict[str, Any]:
-        _write_atomic(self._row_path(index), (json.dumps(row, sort_keys=True) + "\n").encode())
+        write_atomic(self._row_path(index), (json.dumps(row, sort_keys=True) + "\n").encode())
         return row
 
     # --- aggregate ------------------------------------------------------------------------------------------------
