@@ -52,7 +52,8 @@ def test_a_local_ray_session_serves_the_state_api_on_localhost_only_and_ends_wit
     assert not ray.is_initialized()
     with ray_session(num_workers=1) as context:
         assert ray.is_initialized()
-        assert isinstance(list_actors(), list)  # raises RayStateApiException without a dashboard
+        # raises RayStateApiException without a dashboard
+        assert isinstance(list_actors(address=context.address_info["address"]), list)
         assert context.address_info["webui_url"].split(":")[0] == "127.0.0.1", context.address_info
     assert not ray.is_initialized()
 
