@@ -131,7 +131,7 @@ def main() -> int:
               f"{os.cpu_count()} CPU cores")
 
         rounds = []
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
             # alternate the two runners so that load from other processes hits both alike
             for r in range(args.rounds):

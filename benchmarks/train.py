@@ -73,7 +73,7 @@ def main() -> None:
             model_config=FaceXConfig.tiny(backbone, resolution=args.resolution).to_json(),
             storage_path=str(tmp / "ray"),
         )  # fmt: skip
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             results = {}
             for workers in (1, 2):

@@ -344,11 +344,12 @@ def run_extraction(cfg: ExtractConfig, weights_dir: Path | None = None) -> RunSu
 
     started_here = not ray.is_initialized()
     if started_here:
-        # on a cluster (ray job submit sets RAY_ADDRESS) this connects; otherwise it starts a local Ray
+        # on a cluster (ray job submit sets RAY_ADDRESS) this connects; otherwise it starts a local Ray, also where a
+        # `ray start` cluster runs on this machine (a plain ray.init() would join that one)
         if os.environ.get("RAY_ADDRESS"):
             ray.init(log_to_driver=False)
         else:
-            ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
     try:
         return _run_ray(cfg, weights_dir)
     finally:

@@ -504,14 +504,18 @@ def sample_grid(model: FaceXModel, batch: dict[str, torch.Tensor], task: str, st
 @contextlib.contextmanager
 def ray_session(num_workers: int):
     """Ray for a training stage. ``ray job submit`` sets ``RAY_ADDRESS``: connect to that cluster. Otherwise start a
-    local Ray with a CPU per worker at least (every core of the machine), and shut it down afterwards; inside a
-    session that is already running (a test, a notebook), use it as it is.
+    new local Ray with a CPU per worker at least (every core of the machine), even where a ``ray start`` cluster
+    runs on the same machine (a plain ``ray.init()`` would join that one, and refuse ``num_cpus``), and shut it down
+    afterwards; inside a session that is already running (a test, a notebook), use it as it is.
 
-    The local Ray runs its dashboard, bound to 127.0.0.1 only: Ray Train's placement-group cleaner asks the
-    dashboard's state API every second whether the run's controller still lives, so without it the cleaner cannot
-    clean up after a killed controller and logs a warning each second of the run. Yields ray.init's context, or None
-    inside a running session."""
+    The local Ray tells its own processes its address (``RAY_ADDRESS`` in the job's environment, on a GCS port
+    picked here) and runs its dashboard on 127.0.0.1 only. Ray Train's placement-group cleaner asks the state API
+    every second whether the run's controller lives, and finds the cluster to ask the way ``ray.init()`` does:
+    without the address it asked the machine's latest ``ray start`` cluster, did not find the controller there and
+    removed this run's placement group (its workers died mid-training), and without the dashboard it logged a
+    warning each second. Yields ray.init's context, or None inside a running session."""
     import os
+    import socket
 
     import ray
 
@@ -521,12 +525,34 @@ def ray_session(num_workers: int):
     if os.environ.get("RAY_ADDRESS"):
         context = ray.init(log_to_driver=True)
     else:
-        context = ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=True,
-                           dashboard_host="127.0.0.1")  # fmt: skip
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with _environ(RAY_GCS_SERVER_PORT=str(port)):
+            context = ray.init(
+                address="local", num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=True,
+                dashboard_host="127.0.0.1", runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}},
+            )  # fmt: skip
     try:
         yield context
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    import os
+
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def fit(job: TrainJob) -> dict[str, Any]:
