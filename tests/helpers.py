@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 # train.model for the tiny backbone in a test's params file: the embedded profile's sizes
 TINY_MODEL = {"rep_dim": 32, "hidden_dim": 32, "inp_channels": [16, 32, 32], "inp_grid": 4, "frc_heads": 4}
 
@@ -51,3 +60,31 @@ def write_phone_clip(path, frames, rotation: int = 0):
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_head(*args: str, env: dict[str, str], **popen) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`ray start --head --block` on free ports, its dashboard on 127.0.0.1 only, in a process group of its own:
+    yields (the head process, the dashboard port); on the way out that head and its processes stop, no other Ray."""
+    dashboard = free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--ray-client-server-port={free_port()}", "--disable-usage-stats", *args],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen,
+    )  # fmt: skip
+    try:
+        yield head, dashboard
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()

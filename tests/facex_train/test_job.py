@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +17,7 @@ from facex_model.model import FaceXConfig
 from facex_train.code import module_closure
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
 from facex_train.train import TRAJECTORY_ROOTS, TrainJob
+from tests.helpers import ray_head
 
 
 def _job(**train) -> TrainJob:
@@ -110,40 +108,22 @@ def test_a_training_stage_beside_a_ray_start_cluster_runs_on_its_own_ray_and_kee
     """A `ray start` head on the machine (its address in Ray's temp dir, as after `ray start` for `ray job submit`):
     a stage without RAY_ADDRESS starts its own Ray, and Ray Train's placement-group cleaner watches that one (asking
     the other, it found no controller and removed the run's placement group, killing its workers)."""
-    temp = Path(tempfile.mkdtemp(prefix="fxr", dir="/tmp"))  # short: Ray's unix socket paths are length-limited
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
-        "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}  # fmt: skip
-    bin_dir = Path(sys.executable).parent
-    head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={_free_port()}", "--num-cpus=1",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={_free_port()}",
-         f"--ray-client-server-port={_free_port()}", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not (temp / "ray" / "ray_current_cluster").is_file():
-            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
-            time.sleep(1)
-        run = subprocess.run([sys.executable, "-c", TRAIN_BESIDE_A_CLUSTER % str(tmp_path / "runs")], env=env,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-        out = run.stdout + run.stderr
-        assert run.returncode == 0, out[-3000:]
-        assert "finished, error: None" in run.stdout
-        for symptom in ("Found multiple active Ray instances", "is dead. Cleaning up placement group",
-                        "Failed to register placement group with cleaner", "Failed to query Ray Train Controller",
-                        "FailurePolicy"):  # fmt: skip
-            assert symptom not in out, out[-3000:]
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` and every process of this head only
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # a short temp dir: Ray's unix socket paths are length-limited
+    with tempfile.TemporaryDirectory(prefix="fxr", dir="/tmp", ignore_cleanup_errors=True) as name:
+        temp = Path(name)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+            "RAY_TMPDIR": name, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}  # fmt: skip
+        with ray_head("--num-cpus=1", env=env) as (head, _):
+            deadline = time.monotonic() + 120
+            while not (temp / "ray" / "ray_current_cluster").is_file():
+                assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+                time.sleep(1)
+            run = subprocess.run([sys.executable, "-c", TRAIN_BESIDE_A_CLUSTER % str(tmp_path / "runs")], env=env,
+                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+            out = run.stdout + run.stderr
+            assert run.returncode == 0, out[-3000:]
+            assert "finished, error: None" in run.stdout
+            for symptom in ("Found multiple active Ray instances", "is dead. Cleaning up placement group",
+                            "Failed to register placement group with cleaner", "Failed to query Ray Train Controller",
+                            "FailurePolicy"):  # fmt: skip
+                assert symptom not in out, out[-3000:]

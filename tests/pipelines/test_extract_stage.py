@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +17,7 @@ import yaml
 from facex_data.layout import complete_shards
 from facex_data.shards import decode_arrays, iter_samples
 from facex_model.backbone import build_tiny_backbone
-from tests.helpers import TINY_MODEL
+from tests.helpers import TINY_MODEL, ray_head
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE = REPO / "pipelines" / "extract.py"
@@ -89,26 +87,14 @@ def test_killed_job_resumes_to_the_same_shards_as_an_uninterrupted_run(six_clips
     assert not list(out.glob(".*tmp")), "no temp files may be left behind"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tmp_path):
     out = tmp_path / "shards"
     params = _params(tmp_path, small_sample, out)
-    gcs, dashboard, client = _free_port(), _free_port(), _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="fxray", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    head = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=_env(), cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
+    # a short temp dir: Ray's unix socket paths are length-limited
+    with tempfile.TemporaryDirectory(prefix="fxray", dir="/tmp", ignore_cleanup_errors=True) as temp_dir, \
+            ray_head("--num-cpus=2", f"--temp-dir={temp_dir}", env=_env(), cwd=REPO) as (head, dashboard):  # fmt: skip
+        address = f"http://127.0.0.1:{dashboard}"
         deadline = time.monotonic() + 120
         while True:
             probe = subprocess.run([str(VENV_BIN / "ray"), "job", "list", "--address", address], env=_env(),
@@ -142,14 +128,6 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
         assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-2000:]
         record = json.loads((tmp_path / "trained" / "generalist" / "train_metrics.json").read_text())
         assert record["steps"] == 2 and len(record["losses"]) == 2
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` and every process of this head only
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
     ledger = json.loads((out / "ledger.json").read_text())
     assert ledger["totals"]["clips_written"] == 2 and ledger["totals"]["shards"] == 2
     samples = [decode_arrays(s) for url in complete_shards(out) for s in iter_samples(url)]
