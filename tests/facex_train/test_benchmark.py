@@ -275,6 +275,37 @@ def test_the_identity_model_for_evaluation_is_configurable_and_reported(layouts,
         _run("reconstruction", layouts, pipe, tmp_path / "x", RunSettings(identity_model="nothing.pth"), max_pairs=2)
 
 
+def test_lpips_fills_its_column_where_the_weights_dir_holds_its_alexnet(layouts, pipe, monkeypatch, tmp_path):
+    """Reconstruction's LPIPS (output vs target crop): 0 for an output equal to the target, more for a blank one, per
+    pair in pairs.csv; without the AlexNet the column is empty and the table says where the file goes."""
+    from facex_train.lpips import alexnet_features
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    (weights / "lpips").mkdir(parents=True)
+    trunk = {f"features.{k}": v for k, v in alexnet_features().state_dict().items()}  # torchvision's key layout
+    torch.save(trunk, weights / "lpips" / "alexnet-owt-7be5be79.pth")
+    settings = RunSettings(steps=1, fid_features="standin", watermark=False)
+    _oracle(monkeypatch, lambda source, target: target.frame)
+    same = _run("reconstruction", layouts, pipe, tmp_path / "same", settings, max_pairs=3, weights_dir=weights)
+    _oracle(monkeypatch, lambda source, target: np.zeros_like(target.frame))
+    blank = _run("reconstruction", layouts, pipe, tmp_path / "blank", settings, max_pairs=3, weights_dir=weights)
+    missing = _run("reconstruction", layouts, pipe, tmp_path / "missing", settings, max_pairs=3)
+
+    assert same["metrics"]["lpips"] == 0.0 and same["metrics"]["rmse"] == 0.0
+    assert blank["metrics"]["lpips"] > 0.01
+    per_pair = [line.split(",")[-1] for line in (tmp_path / "blank" / "pairs.csv").read_text().splitlines()]
+    assert per_pair[0] == "lpips" and np.mean([float(v) for v in per_pair[1:]]) == pytest.approx(
+        blank["metrics"]["lpips"], rel=1e-6)  # fmt: skip
+    assert "LPIPS: AlexNet alexnet-owt-7be5be79.pth" in (tmp_path / "blank" / "table.md").read_text()
+    assert missing["metrics"]["lpips"] is None
+    table = (tmp_path / "missing" / "table.md").read_text()
+    assert "LPIPS column empty: no AlexNet at <weights dir>/lpips/alexnet-owt-7be5be79.pth" in table
+    assert "download.pytorch.org/models/alexnet-owt-7be5be79.pth" in table
+    swap = _run("ffpp-swap", layouts, pipe, tmp_path / "swap", settings, max_pairs=2, weights_dir=weights)
+    assert "lpips" not in swap["metrics"]  # a protocol without the column does not compute it
+
+
 def test_metrics_are_logged_to_the_models_mlflow_run(layouts, pipe, tmp_path):
     import mlflow
 

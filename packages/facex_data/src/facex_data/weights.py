@@ -15,6 +15,7 @@ else ``$FACEX_WEIGHTS_DIR``, else ``./weights``. Layout, relative to that folder
     stable-diffusion-v1-5/                   diffusers folder (model_index.json, unet/, vae/, ...)
     clip-vit-large-patch14/                  transformers CLIP folder (config.json, ...)
     inception/weights-inception-2015-12-05-6726825d.pth   FID Inception (evaluate.fid_features: inception)
+    lpips/alexnet-owt-7be5be79.pth           torchvision's ImageNet AlexNet: LPIPS' trunk (benchmark, reconstruction)
 
 Known-good hashes: upstream publishes none for these files, so the manifest pins none (``sha256``
 None); ``facex weights check --pin`` records the hashes of the files you have in ``SHA256SUMS`` in the
@@ -133,6 +134,13 @@ MANIFEST: tuple[WeightFile, ...] = (
         "TensorFlow FID InceptionV3 (torch-fidelity's conversion)",
         ("evaluate (evaluate.fid_features: inception)",),
         "https://github.com/toshas/torch-fidelity/releases/tag/v0.2.0 (the file torchmetrics downloads elsewhere)",
+    ),
+    WeightFile(
+        "lpips_alexnet",
+        "lpips/alexnet-owt-7be5be79.pth",
+        "torchvision's ImageNet AlexNet, the trunk of LPIPS (its v0.1 heads ship inside torchmetrics)",
+        ("benchmark (reconstruction: the LPIPS column)",),
+        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth (torchvision's AlexNet_Weights.IMAGENET1K_V1)",
     ),
 )
 BY_KEY = {w.key: w for w in MANIFEST}

@@ -6,8 +6,9 @@ extractor backend; pose / expression = L2 of its 3DMM angle / expression coeffic
 L2 of the gaze estimates, ID similarity = cosine of the *evaluation* identity model's embeddings of output and
 source (configurable apart from the backend's, which trained the model), ID retrieval = top-k among the benchmark's
 source identities, FID on the aligned face crops (output vs target, torchmetrics), SSIM / PSNR / RMSE on the same
-crops for reconstruction. An output without a detectable face is a miss: it counts in the detection rate, fails
-retrieval, and adds no pose / expression / gaze / ID value.
+crops for reconstruction, and LPIPS there where the weights dir holds its AlexNet (``facex_train.lpips``). An
+output without a detectable face is a miss: it counts in the detection rate, fails retrieval, and adds no pose /
+expression / gaze / ID value.
 
 Resumable: each finished pair leaves ``rows/<pair>.json`` (written last, atomically), its output frame and its
 embeddings; a rerun skips finished pairs and ends with the same metrics file.
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from facex_data.extractors import AlignedFaces, ExtractorSet, FaceFeatures
 from facex_data.shards import write_atomic
+from facex_data.weights import BY_KEY, weight_path
 from facex_model.features import image_tensor, tdmm_parts
 from facex_model.inputs import FaceXInputError, NoFaceError
 from facex_model.pipeline import FaceXPipeline, image_grid
@@ -63,6 +65,8 @@ from facex_train.metrics import (
 )
 
 GRID_PAIRS = 8
+LPIPS_BATCH = 32
+LPIPS_WEIGHTS = "lpips_alexnet"  # facex_data.weights manifest key
 PER_PAIR = ("rows", "outputs", "crops", "embeddings")  # per-pair files, kept across a resume
 BACKEND_IDENTITY = "backend"
 DLIB_IDENTITY = "dlib"
@@ -284,6 +288,8 @@ class BenchmarkRun:
         if not ok:
             raise BenchmarkError(f"{self.protocol.name}: no pair could be run (every input unreadable or faceless); "
                                  f"see {self.out_dir / 'pairs.csv'}")  # fmt: skip
+        lpips, lpips_note = self._lpips(ok)
+        rows = [r | {"lpips": lpips[r["pair"]]} if r["pair"] in lpips else r for r in rows]
         self._write_csv(rows)
         detected = [r for r in ok if r["face_detected"]]
 
@@ -298,11 +304,13 @@ class BenchmarkRun:
             metrics[key] = mean(key, detected)
         for key in ("ssim", "psnr", "rmse"):
             metrics[key] = mean(key, ok)
+        if lpips_note is not None:
+            metrics["lpips"] = float(np.mean(list(lpips.values()))) if lpips else None
         metrics |= self._retrieval(ok)
         metrics |= self._fid(ok)
         result = {"protocol": self.record | {"description": self.protocol.description, "table": self.protocol.table,
                                              "built_from": self.pair_list["built_from"]},
-                  "metrics": metrics}  # fmt: skip
+                  "metrics": metrics} | ({"lpips": lpips_note} if lpips_note is not None else {})  # fmt: skip
         (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         (self.out_dir / "table.md").write_text(markdown_table(self.protocol, {self.model_name: metrics}, result,
                                                                  self.published))
@@ -338,19 +346,48 @@ class BenchmarkRun:
             features = self.settings.fid_features
             raise BenchmarkError(f"FID features {features!r}: {err} (or pass --fid standin)") from None
         for r in ok:
-            crops = np.asarray(Image.open(self.out_dir / "crops" / f"{r['pair']:06d}.png"))
-            output, target = np.split(crops, 2, axis=1)
-            fid.update(to_unit(_tensor(output)), real=False)
-            fid.update(to_unit(_tensor(target)), real=True)
+            output, target = self._crops(r["pair"])
+            fid.update(output, real=False)
+            fid.update(target, real=True)
         value = float(fid.compute())
         out = {"fid": value if name == "fid" else None}
         if name != "fid":
             out[name] = value  # stand-in features: never reported as a published-comparable FID
         return out
 
+    def _crops(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output and target face crops saved at measure time, (1, 3, S, S) in [0, 1] each."""
+        crops = np.asarray(Image.open(self.out_dir / "crops" / f"{index:06d}.png"))
+        output, target = np.split(crops, 2, axis=1)
+        return to_unit(_tensor(output)), to_unit(_tensor(target))
+
+    def _lpips(self, ok: list[dict]) -> tuple[dict[int, float], str | None]:
+        """({pair: LPIPS of its output crop vs the target crop}, what was used or why the column is empty) for
+        protocols with an LPIPS column; ({}, None) for the others."""
+        if "lpips" not in {c.key for c in self.protocol.columns}:
+            return {}, None
+        from facex_train.lpips import load_lpips
+
+        trunk = None if self.weights_dir is None else weight_path(self.weights_dir, LPIPS_WEIGHTS)
+        if trunk is None or not trunk.is_file():
+            where = trunk or f"<weights dir>/{BY_KEY[LPIPS_WEIGHTS].path} (no --weights-dir given)"
+            return {}, f"LPIPS column empty: no AlexNet at {where}; get it from {BY_KEY[LPIPS_WEIGHTS].source}"
+        try:
+            network = load_lpips(trunk)
+        except ValueError as err:
+            raise BenchmarkError(f"LPIPS: {err}") from None
+        values: dict[int, float] = {}
+        with torch.inference_mode():
+            for start in range(0, len(ok), LPIPS_BATCH):
+                chunk = [r["pair"] for r in ok[start : start + LPIPS_BATCH]]
+                outputs, targets = zip(*(self._crops(i) for i in chunk), strict=True)
+                distances = network(torch.cat(outputs), torch.cat(targets))
+                values |= {i: float(d) for i, d in zip(chunk, distances, strict=True)}
+        return values, f"LPIPS: AlexNet {trunk.name} with LPIPS v0.1 heads (torchmetrics' copy), output vs target crop"
+
     def _write_csv(self, rows: list[dict[str, Any]]) -> None:
         keys = ["pair", "source", "target", "source_identity", "status", "face_detected", "id_similarity",
-                "id_to_target", "pose_l2", "expression_l2", "gaze_l2", "ssim", "psnr", "rmse"]  # fmt: skip
+                "id_to_target", "pose_l2", "expression_l2", "gaze_l2", "ssim", "psnr", "rmse", "lpips"]  # fmt: skip
         with (self.out_dir / "pairs.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()
@@ -403,6 +440,7 @@ def markdown_table(
         "means over those; a miss fails ID retrieval)",
         f"- identity model for ID: {p['identity_model']}; pose / expression / gaze: the {p['extractors']} backend",
         f"- {fid_note}; retrieval rates and detection in %",
+        *([f"- {result['lpips']}"] if "lpips" in result else []),
         f"- pair list: {p['pairs']} pairs, sha256 {p['pair_list_sha256'][:16]}…, drawn from "
         + "; ".join(f"{k}: {v}" for k, v in p["built_from"].items()),
         f"- generation: {p['settings']['steps']} {p['settings']['scheduler']} steps, CFG {p['settings']['cfg_scale']}, "
