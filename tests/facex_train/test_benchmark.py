@@ -306,6 +306,35 @@ def test_lpips_fills_its_column_where_the_weights_dir_holds_its_alexnet(layouts,
     assert "lpips" not in swap["metrics"]  # a protocol without the column does not compute it
 
 
+def test_pairs_from_clips_the_model_trained_on_are_counted_and_flagged(layouts, pipe, model_dir, tmp_path):
+    """The model folder's train_metrics.json lists its training clips; a reconstruction on them is not held out."""
+    from facex_train.benchmark.runner import run_benchmark
+
+    clips = sorted(p.stem for p in layouts["clips"].glob("*.mp4"))
+    trained = frozenset(clips[:2])
+    flagged = _run("reconstruction", layouts, pipe, tmp_path / "flagged", max_pairs=4, trained_on=trained)
+    pairs = [json.loads(line) for line in (tmp_path / "flagged" / "pairs.jsonl").read_text().splitlines()[1:]]
+    expected = sum(Path(p["source"]["path"]).stem in trained for p in pairs)
+    assert 0 < expected < 4 and flagged["metrics"]["pairs_from_training_clips"] == expected
+    assert f"NOT HELD OUT: {expected} of 4 pairs read clips the model trained on" in (
+        tmp_path / "flagged" / "table.md").read_text()  # fmt: skip
+    clean = _run("reconstruction", layouts, pipe, tmp_path / "clean", max_pairs=4, trained_on=frozenset({"other_0"}))
+    assert clean["metrics"]["pairs_from_training_clips"] == 0
+    assert "held out: no pair reads one of the 1 clips" in (tmp_path / "clean" / "table.md").read_text()
+    unknown = _run("reconstruction", layouts, pipe, tmp_path / "unknown", max_pairs=2)
+    assert "pairs_from_training_clips" not in unknown["metrics"] and "held out: unknown" in unknown["held_out"]
+
+    # the command reads the list from the model folder and warns before it runs
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    (model / "train_metrics.json").write_text(json.dumps({"clips": {"trained_on": sorted(trained), "held_out": []}}))
+    said = []
+    result = run_benchmark("reconstruction", {"clips": layouts["clips"]}, str(model), tmp_path / "cli", FAST,
+                           PairSettings(seed=0, max_pairs=4, frames_per_video=2), progress=False, say=said.append)
+    assert result["metrics"]["pairs_from_training_clips"] == expected
+    assert any(m.startswith(f"warning: NOT HELD OUT: {expected} of 4 pairs") for m in said), said
+
+
 def test_metrics_are_logged_to_the_models_mlflow_run(layouts, pipe, tmp_path):
     import mlflow
 

@@ -43,6 +43,27 @@ def test_the_run_name_follows_what_shapes_the_trajectory_only():
     assert dataclasses.replace(_job(), model_dir="/elsewhere", storage_path="/x").run_name() == base
 
 
+def test_the_model_folder_records_the_clips_it_learned_from(tmp_path):
+    """Written clips less the held-out ones, plus what a specialist's generalist learned from; skipped clips never."""
+    import json
+
+    from facex_train.train import training_clips
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    ledger = [{"clip_id": c, "status": "written"} for c in ("a_0", "a_1", "b_0", "c_0")]
+    ledger.append({"clip_id": "bad_0", "status": "failed"})
+    (shards / "ledger.json").write_text(json.dumps({"clips": ledger}))
+    job = dataclasses.replace(_job(), train=dataclasses.replace(_job().train, shards=InputPath(shards)),
+                              holdout=["c_0"])  # fmt: skip
+    assert training_clips(job) == {"trained_on": ["a_0", "a_1", "b_0"], "held_out": ["c_0"]}
+    parent = tmp_path / "generalist"
+    parent.mkdir()
+    (parent / "train_metrics.json").write_text(json.dumps({"clips": {"trained_on": ["c_0", "z_9"]}}))
+    specialist = dataclasses.replace(job, init_from=str(parent))
+    assert training_clips(specialist) == {"trained_on": ["a_0", "a_1", "b_0", "c_0", "z_9"], "held_out": []}
+
+
 def test_the_code_hash_covers_the_model_and_training_modules_not_inference():
     names = {p.name for p in module_closure(TRAJECTORY_ROOTS)}
     assert {"train.py", "pairs.py", "model.py", "frc.py", "fors.py", "ford.py", "features.py", "shards.py"} <= names

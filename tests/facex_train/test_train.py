@@ -146,8 +146,10 @@ def test_shard_cache_reads_each_tar_once_and_keeps_the_stream(train_shards, monk
 def test_two_workers_learn_and_checkpoint(uninterrupted, tiny_backbone, train_shards):
     job, losses, weights = uninterrupted
     assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))
-    assert json.loads((Path(job.model_dir) / "train_metrics.json").read_text())["resumed_at"] == []
-    run = Path(job.storage_path) / json.loads((Path(job.model_dir) / "train_metrics.json").read_text())["run_name"]
+    summary = json.loads((Path(job.model_dir) / "train_metrics.json").read_text())
+    assert summary["resumed_at"] == []
+    assert summary["clips"] == {"trained_on": written_clips(train_shards), "held_out": []}  # what benchmarks check
+    run = Path(job.storage_path) / summary["run_name"]
     checkpoints = sorted(p.name for p in run.glob("step-*"))
     assert checkpoints[-1] == "step-00000040" and len(checkpoints) <= job.train.num_to_keep
     final = run / "step-00000040"

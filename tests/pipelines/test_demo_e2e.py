@@ -148,6 +148,12 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     scored = json.loads((results / "metrics.json").read_text())
     assert scored["metrics"]["pairs"] == 2 and scored["metrics"]["psnr"] > 0
     assert "| FaceX (this implementation: generalist) |" in (results / "table.md").read_text()
+    # the trained model lists its clips; the demo's clip folder holds them, and the benchmark counts those pairs
+    clips = json.loads((clone / params["train"]["out_dir"] / "generalist" / "train_metrics.json").read_text())["clips"]
+    assert clips["trained_on"] and clips["held_out"] and not set(clips["trained_on"]) & set(clips["held_out"])
+    pairs = [json.loads(line) for line in (results / "pairs.jsonl").read_text().splitlines()[1:]]
+    from_training = sum(Path(p["source"]["path"]).stem in clips["trained_on"] for p in pairs)
+    assert scored["metrics"]["pairs_from_training_clips"] == from_training
     logged = client.search_runs([client.get_experiment_by_name(params["tracking"]["experiment"]).experiment_id],
                                 filter_string="attributes.run_name = 'benchmark-reconstruction-generalist'")
     assert logged[0].data.metrics["benchmark.reconstruction.psnr"] == pytest.approx(scored["metrics"]["psnr"])

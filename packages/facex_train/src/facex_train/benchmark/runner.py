@@ -8,7 +8,9 @@ source (configurable apart from the backend's, which trained the model), ID retr
 source identities, FID on the aligned face crops (output vs target, torchmetrics), SSIM / PSNR / RMSE on the same
 crops for reconstruction, and LPIPS there where the weights dir holds its AlexNet (``facex_train.lpips``). An
 output without a detectable face is a miss: it counts in the detection rate, fails retrieval, and adds no pose /
-expression / gaze / ID value.
+expression / gaze / ID value. Pairs that read a clip the model trained on (by clip id, the file name without its
+extension, against the ``clips.trained_on`` list of the model's train_metrics.json) are counted and the table says
+so: such a score is not a held-out one.
 
 Resumable: each finished pair leaves ``rows/<pair>.json`` (written last, atomically), its output frame and its
 embeddings; a rerun skips finished pairs and ends with the same metrics file.
@@ -45,7 +47,7 @@ from facex_data.shards import write_atomic
 from facex_data.weights import BY_KEY, weight_path
 from facex_model.features import image_tensor, tdmm_parts
 from facex_model.inputs import FaceXInputError, NoFaceError
-from facex_model.pipeline import FaceXPipeline, image_grid
+from facex_model.pipeline import FaceXPipeline, image_grid, resolve_model
 from facex_train.benchmark.datasets import FrameRef, LayoutError, read_frame
 from facex_train.benchmark.protocols import (
     PairSettings,
@@ -145,6 +147,20 @@ def _one(metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: Any, b
     return float(metric(torch.as_tensor(np.asarray(a))[None], torch.as_tensor(np.asarray(b))[None])[0])
 
 
+def _clip_id(ref: dict) -> str:
+    """A pair side's clip id as extraction names clips: the file name without its extension."""
+    return Path(FrameRef.from_json(ref).path).stem
+
+
+def model_training_clips(folder: Path) -> frozenset[str] | None:
+    """The clip ids a model folder's train_metrics.json says it learned from (None: the file records none)."""
+    from facex_train.train import TRAIN_METRICS
+
+    path = Path(folder) / TRAIN_METRICS
+    clips = json.loads(path.read_text()).get("clips") if path.is_file() else None
+    return None if clips is None else frozenset(clips.get("trained_on", []))
+
+
 def _ref_text(ref: FrameRef) -> str:
     return f"{ref.path}#{ref.frame}" if ref.frame else ref.path
 
@@ -164,8 +180,11 @@ class BenchmarkRun:
         weights_dir: Path | None = None,
         overwrite: bool = False,
         published: dict[str, Any] | None = None,
+        trained_on: frozenset[str] | None = None,
     ) -> None:
+        """`trained_on`: the clip ids the model learned from (:func:`model_training_clips`; None: not recorded)."""
         self.protocol, self.roots, self.pipe = protocol, roots, pipe
+        self.trained_on = trained_on
         self.published = published if published is not None else published_tables()
         self.model_name, self.out_dir, self.settings = model_name, Path(out_dir), settings
         self.weights_dir = weights_dir
@@ -174,6 +193,8 @@ class BenchmarkRun:
         except LayoutError as err:
             raise BenchmarkError(str(err)) from None
         self.pair_bytes = pair_list_bytes(self.pair_list)
+        self.training_pairs = {p["pair"] for p in self.pair_list["pairs"]
+                               if {_clip_id(p["source"]), _clip_id(p["target"])} & (trained_on or set())}  # fmt: skip
         self.identity = EvaluationIdentity(settings.identity_model, pipe.extractors, weights_dir)
         self.crop_size = pipe.extractors.options.crop_size
         self.record = {
@@ -306,16 +327,30 @@ class BenchmarkRun:
             metrics[key] = mean(key, ok)
         if lpips_note is not None:
             metrics["lpips"] = float(np.mean(list(lpips.values()))) if lpips else None
+        if self.trained_on is not None:
+            metrics["pairs_from_training_clips"] = len(self.training_pairs & {r["pair"] for r in rows})
         metrics |= self._retrieval(ok)
         metrics |= self._fid(ok)
         result = {"protocol": self.record | {"description": self.protocol.description, "table": self.protocol.table,
                                              "built_from": self.pair_list["built_from"]},
-                  "metrics": metrics} | ({"lpips": lpips_note} if lpips_note is not None else {})  # fmt: skip
+                  "metrics": metrics, "held_out": self.held_out_note(metrics)}  # fmt: skip
+        if lpips_note is not None:
+            result["lpips"] = lpips_note
         (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         (self.out_dir / "table.md").write_text(markdown_table(self.protocol, {self.model_name: metrics}, result,
                                                                  self.published))
         self._grid(ok)
         return result
+
+    def held_out_note(self, metrics: dict[str, Any]) -> str:
+        """Whether the score is a held-out one: how many pairs read a clip the model trained on."""
+        if self.trained_on is None:
+            return "held out: unknown (the model's train_metrics.json lists no training clips)"
+        count = metrics.get("pairs_from_training_clips", 0)
+        if count == 0:
+            return f"held out: no pair reads one of the {len(self.trained_on)} clips the model trained on"
+        return (f"NOT HELD OUT: {count} of {metrics['pairs']} pairs read clips the model trained on (its "
+                "train_metrics.json, clips.trained_on): point --root at clips it did not train on (clips.held_out)")
 
     def _embeddings(self, index: int) -> dict[str, np.ndarray]:
         with np.load(self.out_dir / "embeddings" / f"{index:06d}.npz") as f:
@@ -441,6 +476,7 @@ def markdown_table(
         f"- identity model for ID: {p['identity_model']}; pose / expression / gaze: the {p['extractors']} backend",
         f"- {fid_note}; retrieval rates and detection in %",
         *([f"- {result['lpips']}"] if "lpips" in result else []),
+        f"- {result['held_out']}",
         f"- pair list: {p['pairs']} pairs, sha256 {p['pair_list_sha256'][:16]}…, drawn from "
         + "; ".join(f"{k}: {v}" for k, v in p["built_from"].items()),
         f"- generation: {p['settings']['steps']} {p['settings']['scheduler']} steps, CFG {p['settings']['cfg_scale']}, "
@@ -530,13 +566,17 @@ def run_benchmark(
 
         mlflow.set_tracking_uri(tracking_uri)
     try:
-        pipe = FaceXPipeline.from_pretrained(model, device=device, weights_dir=weights_dir)
+        folder = resolve_model(model)
+        pipe = FaceXPipeline.from_pretrained(folder, device=device, weights_dir=weights_dir)
     except (FaceXInputError, FileNotFoundError, ValueError) as err:
         raise BenchmarkError(f"model {model}: {err}") from None
     name = model_name(model)
     try:
         job = BenchmarkRun(protocol, roots, pipe, name, out_dir, settings, pair_settings, weights_dir, overwrite,
-                           published)  # fmt: skip
+                           published, model_training_clips(folder))  # fmt: skip
+        if job.training_pairs:
+            counts = {"pairs_from_training_clips": len(job.training_pairs), "pairs": len(job.pair_list["pairs"])}
+            say(f"warning: {job.held_out_note(counts)}")
         result = job.run(progress=progress)
     except (FaceXInputError, FileNotFoundError) as err:
         raise BenchmarkError(str(err)) from None
