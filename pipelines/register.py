@@ -27,6 +27,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pipelines` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facex_model.model import TRAIN_METRICS  # noqa: E402
 from pipelines.config import ParamsError, load_params  # noqa: E402
 from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
@@ -40,7 +41,7 @@ def headline_for(name: str, model_dir: Path, metrics_file: Path) -> dict[str, An
         if name in metrics and "headline" in metrics[name]:
             head = dict(metrics[name]["headline"])
             return {**head, "value": float(head["value"]), "source": str(metrics_file)}
-    train_metrics = model_dir / "train_metrics.json"
+    train_metrics = model_dir / TRAIN_METRICS
     if not train_metrics.is_file():
         raise FileNotFoundError(f"{train_metrics} not found: run the training stage for {name} first")
     value = json.loads(train_metrics.read_text()).get("heldout_loss")

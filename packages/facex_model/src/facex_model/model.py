@@ -38,6 +38,8 @@ from facex_model.sd_adapter import SDAdapter
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "facex_trainable.safetensors"
+# written beside them by training (facex_train.train.fit): losses, timings, held-out loss, the clips it learned from
+TRAIN_METRICS = "train_metrics.json"
 TRAINABLE_MODULES = (
     "identity_encoder",
     "region_encoder",

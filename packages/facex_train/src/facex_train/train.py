@@ -27,10 +27,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import tempfile
 import time
+import unittest.mock
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from facex_data.paths import InputPath
 from facex_model import features
-from facex_model.model import CONFIG_NAME, WEIGHTS_NAME, FaceXConfig, FaceXModel
+from facex_model.model import CONFIG_NAME, TRAIN_METRICS, WEIGHTS_NAME, FaceXConfig, FaceXModel
 from facex_train.code import module_closure
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
 from facex_train.pairs import POSITION, DataPosition, PairConfig, pair_loader
@@ -392,8 +394,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def _cpus_per_worker() -> float:
-    import os
-
     return float(os.environ.get("OMP_NUM_THREADS", "1") or 1)
 
 
@@ -514,7 +514,6 @@ def ray_session(num_workers: int):
     without the address it asked the machine's latest ``ray start`` cluster, did not find the controller there and
     removed this run's placement group (its workers died mid-training), and without the dashboard it logged a
     warning each second. Yields ray.init's context, or None inside a running session."""
-    import os
     import socket
 
     import ray
@@ -528,7 +527,7 @@ def ray_session(num_workers: int):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        with _environ(RAY_GCS_SERVER_PORT=str(port)):
+        with unittest.mock.patch.dict(os.environ, RAY_GCS_SERVER_PORT=str(port)):
             context = ray.init(
                 address="local", num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=True,
                 dashboard_host="127.0.0.1", runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}},
@@ -537,25 +536,6 @@ def ray_session(num_workers: int):
         yield context
     finally:
         ray.shutdown()
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    import os
-
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-TRAIN_METRICS = "train_metrics.json"
 
 
 def training_clips(job: TrainJob) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from facex_data.shards import write_atomic
 from facex_data.weights import BY_KEY, weight_path
 from facex_model.features import image_tensor, tdmm_parts
 from facex_model.inputs import FaceXInputError, NoFaceError
+from facex_model.model import TRAIN_METRICS
 from facex_model.pipeline import FaceXPipeline, image_grid, resolve_model
 from facex_train.benchmark.datasets import FrameRef, LayoutError, read_frame
 from facex_train.benchmark.protocols import (
@@ -154,8 +155,6 @@ def _clip_id(ref: dict) -> str:
 
 def model_training_clips(folder: Path) -> frozenset[str] | None:
     """The clip ids a model folder's train_metrics.json says it learned from (None: the file records none)."""
-    from facex_train.train import TRAIN_METRICS
-
     path = Path(folder) / TRAIN_METRICS
     clips = json.loads(path.read_text()).get("clips") if path.is_file() else None
     return None if clips is None else frozenset(clips.get("trained_on", []))
