@@ -7,6 +7,7 @@ import base64
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from facex_model import pyfunc
 
@@ -19,6 +20,7 @@ def registry(tmp_path_factory, model_dir):
 
     root = tmp_path_factory.mktemp("mlflow")
     mlflow.set_tracking_uri(f"sqlite:///{root}/db")
+    mlflow.set_registry_uri(f"sqlite:///{root}/db")  # a registry URI an earlier test left set (register) would win
     mlflow.set_experiment("facex-test")
     try:
         with mlflow.start_run():
@@ -27,6 +29,7 @@ def registry(tmp_path_factory, model_dir):
         yield info
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def test_logged_artifacts_are_the_model_folder(registry, model_dir):
@@ -71,3 +74,39 @@ def test_pipeline_loads_a_registry_uri(registry, photos):
     assert pipe("swap", photos["source"], photos["target"], steps=1).image.size == (320, 288)
     with pytest.raises(FaceXInputError, match="models:/facex-nope@champion: not found in the registry"):
         FaceXPipeline.from_pretrained("models:/facex-nope@champion")
+
+
+def test_a_model_loaded_on_another_machine_takes_its_backbone_path_from_model_config(
+    registry, model_dir, tiny_backbone, tmp_path, monkeypatch
+):
+    """config.json names the training machine's backbone; the loader says where it is here (load_model's model_config,
+    or MLFLOW_PYFUNC_INFERENCE_CONFIG for `mlflow models serve`), and without it the error says how."""
+    import json
+    import shutil
+
+    import mlflow
+    from safetensors.torch import load_file
+
+    from facex_model.model import WEIGHTS_NAME
+
+    moved = shutil.copytree(model_dir, tmp_path / "model")
+    config = json.loads((moved / "config.json").read_text())
+    config["backbone_path"] = str(tmp_path / "training-host" / "backbone")
+    (moved / "config.json").write_text(json.dumps(config))
+    with mlflow.start_run():
+        uri = pyfunc.log_model(moved, "moved").model_uri
+
+    with pytest.raises(FileNotFoundError, match=r"training-host/backbone/unet.*model_config=\{'backbone_path'"):
+        mlflow.pyfunc.load_model(uri)
+
+    loaded = mlflow.pyfunc.load_model(uri, model_config={"backbone_path": str(tiny_backbone), "device": "cpu"})
+    pipeline = loaded.unwrap_python_model().pipeline
+    assert pipeline.model.config.backbone_path == str(tiny_backbone)
+    assert pipeline.model.config.clip_path is None  # <backbone_path>/clip_vision
+    saved = load_file(model_dir / WEIGHTS_NAME)
+    own = pipeline.model.trainable_state_dict()
+    assert sorted(own) == sorted(saved) and all(torch.equal(own[k], saved[k]) for k in saved)
+
+    monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"backbone_path": str(tiny_backbone)}))
+    served = mlflow.pyfunc.load_model(uri).unwrap_python_model().pipeline
+    assert served.model.config.backbone_path == str(tiny_backbone)

@@ -10,6 +10,13 @@ one row per request:
     optional: reference, mask (path or base64), regions (list or "eyes,nose"), steps, cfg_scale, seed, scheduler
 
 and returns a DataFrame with one base64 PNG per row ("image"), watermarked and tagged synthetic/FaceX.
+
+Where the model is loaded on another machine than the one that trained it, the backbone's path in config.json may
+not exist there: MLflow's model config says where it is instead (keys in `LOAD_OPTIONS`), at load time or through
+the MLFLOW_PYFUNC_INFERENCE_CONFIG environment variable (json; `mlflow models serve` reads it too):
+
+    mlflow.pyfunc.load_model("models:/facex-swap@champion",
+                             model_config={"backbone_path": "/models/stable-diffusion-v1-5", "device": "cuda"})
 """
 
 from __future__ import annotations
@@ -29,6 +36,13 @@ from facex_model.pipeline import find_model_dir
 
 ARTIFACT_KEY = "model_dir"
 DEFAULT_STEPS = 20
+# what a loader may set through MLflow's model_config (None: what the model folder's config.json says)
+LOAD_OPTIONS = {
+    "backbone_path": None,  # the SD-1.5-layout folder (unet/, vae/, scheduler/) on this machine
+    "clip_path": None,  # the CLIP vision folder, if not <backbone_path>/clip_vision
+    "weights_dir": None,  # the extractors' weights (paper profile); else $FACEX_WEIGHTS_DIR, else ./weights
+    "device": "cpu",  # cpu | cuda | cuda:N | auto
+}
 
 
 class FaceXPyfunc(mlflow.pyfunc.PythonModel):
@@ -39,9 +53,20 @@ class FaceXPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
+        from facex_model.model import FaceXModel
         from facex_model.pipeline import FaceXPipeline
 
-        self.pipeline = FaceXPipeline.from_pretrained(find_model_dir(Path(context.artifacts[ARTIFACT_KEY])))
+        options = {**LOAD_OPTIONS, **(context.model_config or {})}  # older versions declared none
+        folder = find_model_dir(Path(context.artifacts[ARTIFACT_KEY]))
+        try:
+            model = FaceXModel.from_pretrained(folder, backbone_path=options["backbone_path"],
+                                               clip_path=options["clip_path"])  # fmt: skip
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"{err} Through MLflow, say where it is on this machine: mlflow.pyfunc.load_model(uri, "
+                "model_config={'backbone_path': ..., 'clip_path': ...}) or MLFLOW_PYFUNC_INFERENCE_CONFIG (json)."
+            ) from err
+        self.pipeline = FaceXPipeline(model, device=options["device"], weights_dir=options["weights_dir"])
 
     # no type hints on context / model_input: MLflow would turn them into a (wrong) input schema
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # noqa: ANN001
@@ -133,6 +158,7 @@ def log_model(
         python_model=FaceXPyfunc(),
         artifacts={ARTIFACT_KEY: str(model_dir)},
         registered_model_name=registered_model_name,
+        model_config=dict(LOAD_OPTIONS),  # declared here, so that a loader may set them (MLflow ignores others)
         pip_requirements=[
             f"torch=={torch.__version__.split('+')[0]}",
             f"diffusers=={diffusers.__version__}",
