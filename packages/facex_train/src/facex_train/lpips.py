@@ -23,6 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facex_data.weights import BY_KEY
+
+WEIGHTS_KEY = "lpips_alexnet"  # the trunk's facex_data.weights manifest entry
 CHANNELS = (64, 192, 384, 256, 256)  # AlexNet's five ReLU outputs LPIPS compares
 TAPS = (1, 4, 7, 9, 11)  # their indices in torchvision's `features`
 # LPIPS' input scaling, for images in [-1, 1]
@@ -77,10 +80,8 @@ def load_lpips(trunk: str | Path) -> LPIPS:
     loads)."""
     path = Path(trunk)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: LPIPS needs torchvision's ImageNet AlexNet there "
-            "(https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)"
-        )
+        entry = BY_KEY[WEIGHTS_KEY]
+        raise FileNotFoundError(f"{path} not found ({entry.what}); get it from {entry.source}")
     network = LPIPS()
     trunk = torch.load(path, map_location="cpu", weights_only=True)
     features = {k.removeprefix("features."): v for k, v in trunk.items() if k.startswith("features.")}

@@ -69,7 +69,6 @@ from facex_train.metrics import (
 
 GRID_PAIRS = 8
 LPIPS_BATCH = 32
-LPIPS_WEIGHTS = "lpips_alexnet"  # facex_data.weights manifest key
 PER_PAIR = ("rows", "outputs", "crops", "embeddings")  # per-pair files, kept across a resume
 BACKEND_IDENTITY = "backend"
 DLIB_IDENTITY = "dlib"
@@ -400,12 +399,12 @@ class BenchmarkRun:
         protocols with an LPIPS column; ({}, None) for the others."""
         if "lpips" not in {c.key for c in self.protocol.columns}:
             return {}, None
-        from facex_train.lpips import load_lpips
+        from facex_train.lpips import WEIGHTS_KEY, load_lpips
 
-        trunk = None if self.weights_dir is None else weight_path(self.weights_dir, LPIPS_WEIGHTS)
+        trunk = None if self.weights_dir is None else weight_path(self.weights_dir, WEIGHTS_KEY)
         if trunk is None or not trunk.is_file():
-            where = trunk or f"<weights dir>/{BY_KEY[LPIPS_WEIGHTS].path} (no --weights-dir given)"
-            return {}, f"LPIPS column empty: no AlexNet at {where}; get it from {BY_KEY[LPIPS_WEIGHTS].source}"
+            where = trunk or f"<weights dir>/{BY_KEY[WEIGHTS_KEY].path} (no --weights-dir given)"
+            return {}, f"LPIPS column empty: no AlexNet at {where}; get it from {BY_KEY[WEIGHTS_KEY].source}"
         try:
             network = load_lpips(trunk)
         except ValueError as err:
