@@ -114,6 +114,24 @@ def test_same_seed_same_image_other_seed_differs(pipe, photos):
 
 
 @pytest.mark.real
+@pytest.mark.parametrize("scheduler", ["ddim", "euler"])  # euler draws step noise: one stream per row
+def test_generate_many_gives_each_pair_what_generate_gives_it(pipe, photos, scheduler):
+    source, target = pipe.detect(photos["source"], "source"), pipe.detect(photos["target"], "target")
+    pairs, seeds = [(source, target), (target, source), (source, target)], [5, 6, 7]
+    batched = pipe.generate_many("swap", pairs, steps=STEPS, scheduler=scheduler, seeds=seeds)
+    for (s, t), seed, out in zip(pairs, seeds, batched, strict=True):
+        alone = pipe.generate("swap", s, t, steps=STEPS, scheduler=scheduler, seed=seed)
+        assert out.image.size == alone.image.size and out.seed == seed
+        assert np.array_equal(out.hole, alone.hole) and np.abs(out.mask - alone.mask).max() < 1e-3  # its own hole
+        diff = np.abs(np.asarray(out.image, np.int16) - np.asarray(alone.image, np.int16))
+        assert diff.max() <= 2  # float rounding of a larger batch at most
+    assert not np.array_equal(np.asarray(batched[0].crop), np.asarray(batched[2].crop))  # each row its own noise
+    with pytest.raises(ValueError, match="one seed per pair"):
+        pipe.generate_many("swap", pairs, seeds=[0])
+    assert pipe.generate_many("swap", []) == []
+
+
+@pytest.mark.real
 def test_progressive_editing_in_sequence_and_mixture_in_one_pass(pipe, photos):
     target = target_array(photos["target"])
     seq = pipe(

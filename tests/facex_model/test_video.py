@@ -40,15 +40,16 @@ def test_same_initial_noise_on_every_frame(pipe, photos, tmp_path, monkeypatch, 
     from facex_model import denoising
 
     seen = []
-    original = denoising.denoise
+    original = denoising.denoise_latents
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["latents"].clone())
-        return original(*args, **kwargs)
+    def spy(model, f_sd, noise, **kwargs):
+        seen.extend(noise.clone())  # each batch row's initial noise
+        return original(model, f_sd, noise, **kwargs)
 
-    monkeypatch.setattr(denoising, "denoise", spy)
+    monkeypatch.setattr(denoising, "denoise_latents", spy)
     clip = make_clip(tmp_path / "in.mp4", photos["target"], frames=3, audio=False)
-    run_video(pipe, "swap", photos["source"], clip, tmp_path / "out.mp4", steps=1, progress=False, watermark=False)
+    run_video(pipe, "swap", photos["source"], clip, tmp_path / "out.mp4", steps=1, progress=False, watermark=False,
+              batch_size=2)  # fmt: skip
     assert len(seen) == 3 and all(np.array_equal(s.numpy(), seen[0].numpy()) for s in seen)
 
 
@@ -74,29 +75,38 @@ def test_video_errors(pipe, photos, tmp_path, make_clip):
 
 @pytest.mark.real
 def test_resume_generates_only_the_frames_a_killed_run_did_not_finish(pipe, photos, tmp_path, make_clip, monkeypatch):
-    clip = make_clip(tmp_path / "in.mp4", photos["target"], frames=4, audio=False)
+    clip = make_clip(tmp_path / "in.mp4", photos["target"], frames=5, audio=False)
     out = tmp_path / "out.mp4"
-    calls = []
-    original = pipe.generate
+    generated: list[str] = []
+    original = pipe.generate_many
+    kill_at_batch = [2]
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+    def counting(task, pairs, **kwargs):
+        kill_at_batch[0] -= 1
+        if kill_at_batch[0] == 0:
+            raise KeyboardInterrupt  # killed while generating the second batch
+        generated.extend(target.name.rsplit(" ", 1)[1] for _, target in pairs)
+        return original(task, pairs, **kwargs)
 
-    monkeypatch.setattr(pipe, "generate", counting)
-
-    def crash(i, frame):
-        if i == 2:
-            raise KeyboardInterrupt
-
+    monkeypatch.setattr(pipe, "generate_many", counting)
     with pytest.raises(KeyboardInterrupt):
-        run_video(pipe, "swap", photos["source"], clip, out, steps=1, progress=False, resume=True, on_frame=crash)
-    assert sorted(p.name for p in (tmp_path / "out.frames.partial").glob("0*.png")) == [
-        "000000.png",
-        "000001.png",
-        "000002.png",
-    ]
-    calls.clear()
-    result = run_video(pipe, "swap", photos["source"], clip, out, steps=1, progress=False, resume=True)
-    assert len(calls) == 1 and result.frames == 4
+        run_video(pipe, "swap", photos["source"], clip, out, steps=1, progress=False, resume=True, batch_size=2)
+    assert sorted(p.name for p in (tmp_path / "out.frames.partial").glob("0*.png")) == ["000000.png", "000001.png"]
+    generated.clear()
+    result = run_video(pipe, "swap", photos["source"], clip, out, steps=1, progress=False, resume=True, batch_size=2)
+    assert generated == ["2", "3", "4"] and result.frames == 5
     assert not (tmp_path / "out.frames.partial").exists()
+
+
+@pytest.mark.real
+def test_frames_generated_in_batches_match_frame_by_frame(pipe, photos, tmp_path, make_clip):
+    clip = make_clip(tmp_path / "in.mp4", photos["target"], frames=5, audio=False)
+    written: dict[int, list] = {}
+    for size in (1, 2):  # 2: batches of 2, 1 (chunks of 3 frames), then 2
+        order = written.setdefault(size, [])
+        run_video(pipe, "swap", photos["source"], clip, tmp_path / f"out{size}.mp4", steps=1, progress=False,
+                  watermark=False, batch_size=size, batch_frames=3,
+                  on_frame=lambda i, f, o=order: o.append((i, f)))  # fmt: skip
+    assert [i for i, _ in written[2]] == list(range(5))  # written in order
+    for (_, a), (_, b) in zip(written[1], written[2], strict=True):
+        assert np.abs(a.astype(np.int16) - b).max() <= 2  # float rounding of a larger batch at most

@@ -179,20 +179,22 @@ def _oracle(monkeypatch, pick):
     """Replace generation by a chosen frame, so the measurement path is pinned by known answers."""
     from facex_model.pipeline import FaceXOutput, FaceXPipeline
 
-    def generate(self, task, source, target, **options):
-        frame = pick(source, target)
+    def output(task, frame):
         blank = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
         return FaceXOutput(Image.fromarray(frame), blank, np.zeros(frame.shape[:2], np.float32), blank,
                            np.zeros((8, 8), np.float32), task)  # fmt: skip
 
-    monkeypatch.setattr(FaceXPipeline, "generate", generate)
+    def generate_many(self, task, pairs, **options):
+        return [output(task, pick(source, target)) for source, target in pairs]
+
+    monkeypatch.setattr(FaceXPipeline, "generate_many", generate_many)
 
 
-def _run(protocol_name, layouts, pipe, out, settings=FAST, max_pairs=8, **kw) -> dict:
+def _run(protocol_name, layouts, pipe, out, settings=FAST, max_pairs=8, batch_size=8, **kw) -> dict:
     protocol = get_protocol(protocol_name)
     job = BenchmarkRun(protocol, _roots(protocol, layouts), pipe, "m", out, settings,
                        PairSettings(seed=0, max_pairs=max_pairs, frames_per_video=2), **kw)  # fmt: skip
-    return job.run(progress=False)
+    return job.run(progress=False, batch_size=batch_size)
 
 
 def test_an_output_equal_to_the_target_scores_zero_motion_error_and_capped_psnr(layouts, pipe, monkeypatch, tmp_path):
@@ -358,10 +360,11 @@ def test_metrics_are_logged_to_the_models_mlflow_run(layouts, pipe, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, model_dir, tmp_path):
+    # one pair per denoising batch: the resumed pairs meet the batches of the whole run, so metrics match bit for bit
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "facex_data.cli", "benchmark", "run", "ffpp-swap", "--root", str(layouts["ffpp"]),
                 "--model", str(model_dir), "--out", str(out), "--max-pairs", "8", "--steps", "2",
-                "--fid", "standin", "--no-progress"]  # fmt: skip
+                "--fid", "standin", "--no-progress", "--batch-size", "1"]  # fmt: skip
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
     whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=600)
@@ -400,7 +403,7 @@ def test_a_pair_whose_input_holds_no_face_is_skipped_and_counted(layouts, pipe, 
     Image.new("RGB", (256, 256), (90, 120, 150)).save(ffhq / ds.FFHQ_IMAGES / "00000" / "00009.png")  # no face
     protocol = get_protocol("ffhq-headswap")
     job = BenchmarkRun(protocol, {"ffhq": ffhq}, pipe, "m", tmp_path / "out", FAST, PairSettings(seed=0, max_pairs=10))
-    result = job.run(progress=False)
+    result = job.run(progress=False, batch_size=4)  # a faceless pair leaves the others of its batch to go on
     rows = {r["pair"]: r for r in job.rows()}
     faceless = [i for i, p in enumerate(job.pair_list["pairs"])
                 if "00009" in (p["source"]["path"] + p["target"]["path"])]  # fmt: skip
@@ -408,3 +411,15 @@ def test_a_pair_whose_input_holds_no_face_is_skipped_and_counted(layouts, pipe, 
     m = result["metrics"]
     assert m["skipped_inputs"] == len(faceless) and m["evaluated"] == 10 - len(faceless) and m["pairs"] == 10
     assert "00009.png" in (tmp_path / "out" / "pairs.csv").read_text()  # every pair accounted for
+
+
+@pytest.mark.real
+def test_batched_pairs_score_as_one_at_a_time(layouts, pipe, tmp_path):
+    one = _run("ffpp-swap", layouts, pipe, tmp_path / "one", max_pairs=5, batch_size=1)
+    batched = _run("ffpp-swap", layouts, pipe, tmp_path / "batched", max_pairs=5, batch_size=3)  # batches 3 + 2
+    for index in range(5):
+        a, b = (np.asarray(Image.open(tmp_path / d / "outputs" / f"{index:06d}.png"), np.int16)
+                for d in ("one", "batched"))  # fmt: skip
+        assert np.abs(a - b).max() <= 2, index  # float rounding of a larger batch at most
+    assert batched["metrics"]["psnr"] == pytest.approx(one["metrics"]["psnr"], abs=0.05)
+    assert batched["metrics"]["evaluated"] == one["metrics"]["evaluated"] == 5

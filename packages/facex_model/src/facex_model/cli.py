@@ -70,6 +70,10 @@ NoWmOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="video: keep finished frames in <out>.frames.partial/ and skip them on re-run")
 ]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option("--batch-size", min=1, help="video: frames per denoising batch (on a GPU: as many as memory holds)"),
+]
 RegionsOpt = Annotated[str | None, typer.Option("--regions", help="comma-separated regions, e.g. eyes,nose,lips")]
 WeightsDirOpt = Annotated[
     Path | None,
@@ -189,6 +193,7 @@ def run_task(
     no_watermark: bool,
     backbone: Path | None = None,
     resume: bool = False,
+    batch_size: int = 8,
     weights_dir: Path | None = None,
     target_face_like: Path | None = None,
     pairs: Path | None = None,
@@ -212,6 +217,7 @@ def run_task(
     options = dict(
         steps=steps, cfg_scale=cfg, scheduler=scheduler, seed=seed, face_index=face_index,
         source_face_index=source_face_index, watermark=not no_watermark, grid=grid, resume=resume,
+        batch_size=batch_size,
     )  # fmt: skip
     with user_errors():
         with gc_paused():
@@ -243,7 +249,7 @@ def _run_job(pipe: Any, task: str, job: Job, like: Any, options: dict[str, Any],
         result = run_video(
             pipe, task, job.source, job.target, partial, source_face_index=options["source_face_index"],
             target_face_like=like, watermark=options["watermark"], resume=options["resume"],
-            progress=options.get("progress", True), **generation,
+            batch_size=options["batch_size"], progress=options.get("progress", True), **generation,
         )  # fmt: skip
         partial.replace(job.out)
         if result.frames_without_face:
@@ -474,6 +480,7 @@ def register(app: typer.Typer) -> None:
             regions: RegionsOpt = None,
             no_watermark: NoWmOpt = False,
             resume: ResumeOpt = False,
+            batch_size: BatchSizeOpt = 8,
             overwrite: OverwriteOpt = False,
             weights_dir: WeightsDirOpt = None,
         ) -> None:
@@ -507,6 +514,7 @@ def register(app: typer.Typer) -> None:
         source_face_index: SrcFaceOpt = None,
         no_watermark: NoWmOpt = False,
         resume: ResumeOpt = False,
+        batch_size: BatchSizeOpt = 8,
         overwrite: OverwriteOpt = False,
         weights_dir: WeightsDirOpt = None,
     ) -> None:
@@ -611,6 +619,7 @@ def _run(task: str, values: dict[str, Any], extra: dict[str, Any] | None = None)
         no_watermark=values["no_watermark"],
         backbone=values.get("backbone"),
         resume=values.get("resume", False),
+        batch_size=values.get("batch_size", 8),
         weights_dir=values.get("weights_dir"),
         target_face_like=values.get("target_face_like"),
         pairs=values.get("pairs"),

@@ -344,10 +344,42 @@ class FaceXPipeline:
         noise: torch.Tensor | None = None,
         source_inputs: dict[str, torch.Tensor] | None = None,
     ) -> FaceXOutput:
-        """swap / headswap / reenact / animate on aligned faces (video calls this per frame with fixed `noise`)."""
+        """swap / headswap / reenact / animate on aligned faces."""
+        return self.generate_many(
+            task, [(source, target)], regions=regions, steps=steps, cfg_scale=cfg_scale, scheduler=scheduler,
+            seeds=[seed], noise=noise, source_inputs=source_inputs,
+        )[0]  # fmt: skip
+
+    def generate_many(
+        self,
+        task: str,
+        pairs: Sequence[tuple[Face, Face]],
+        *,
+        regions: Sequence[str] | None = None,
+        steps: int = 20,
+        cfg_scale: float = 3.0,
+        scheduler: str = "ddim",
+        seeds: Sequence[int | None] | None = None,
+        noise: torch.Tensor | None = None,
+        source_inputs: dict[str, torch.Tensor] | None = None,
+    ) -> list[FaceXOutput]:
+        """:meth:`generate` on several (source, target) pairs in one denoising batch (benchmarks, video frames).
+
+        Pair i gets what `generate` gives it with `seeds[i]` (default 0), up to float rounding: its own initial
+        noise and, for a stochastic scheduler, its own noise stream. `noise` (1 or len(pairs), 4, h, w) fixes the
+        initial noise instead (video: the same for every frame); `source_inputs` stands for every pair's source.
+        """
+        if not pairs:
+            return []
+        seeds = [0] * len(pairs) if seeds is None else list(seeds)
+        if len(seeds) != len(pairs):
+            raise ValueError(f"{len(seeds)} seeds for {len(pairs)} pairs: give one seed per pair")
         spec = get_task("reenact" if task == "animate" else task)
-        sides = {"source": source_inputs or self.face_inputs(source), "target": self.face_inputs(target)}
-        batch = self._batch(sides)
+        sides = [
+            {"source": source_inputs or self.face_inputs(source), "target": self.face_inputs(target)}
+            for source, target in pairs
+        ]
+        batch = self._batch(*sides)
         fusion_mask = None
         if regions:
             if task not in ("swap", "headswap"):
@@ -358,8 +390,8 @@ class FaceXPipeline:
         else:
             paste = self._crop_window()  # reenactment repaints the whole crop
         return self._sample(
-            task, spec, batch, target, paste=paste, fusion_mask=fusion_mask,
-            steps=steps, cfg_scale=cfg_scale, scheduler=scheduler, seed=seed, noise=noise,
+            task, spec, batch, [target for _, target in pairs], paste=paste, fusion_mask=fusion_mask,
+            steps=steps, cfg_scale=cfg_scale, scheduler=scheduler, seeds=seeds, noise=noise,
         )  # fmt: skip
 
     def edit(self, target: Face, edits: Sequence[Edit], *, sequential: bool = False, **options: Any) -> FaceXOutput:
@@ -395,7 +427,7 @@ class FaceXPipeline:
             side = "reference" if k == 0 else f"reference{k}"
             sides[side] = self.face_inputs(face)
             regions_by_side[side] = tuple(e.regions)
-        return self._sample("edit", mixture_row(regions_by_side), self._batch(sides), target, paste=None, **options)
+        return self._one("edit", mixture_row(regions_by_side), self._batch(sides), target, **options)
 
     def inpaint(self, target: Face, mask: np.ndarray, **options: Any) -> FaceXOutput:
         """Regenerate the masked part of the target's face (mask: (H, W) {0, 1} in frame pixels)."""
@@ -404,11 +436,12 @@ class FaceXPipeline:
         if not hole.any():
             raise FaceXInputError(f"the inpainting mask does not touch the face in {target.name}; paint over the face")
         extra = torch.from_numpy(hole)[None, None].to(self.device)
-        return self._sample("inpaint", TASK_TABLE["inpaint"], batch, target, paste=None, extra_hole=extra, **options)
+        return self._one("inpaint", TASK_TABLE["inpaint"], batch, target, extra_hole=extra, **options)
 
     # --- internals --------------------------------------------------------------------------------------------
-    def _batch(self, sides: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return batch_to(collate_sides([sides]), self.device, self.model.unet.dtype)
+    def _batch(self, *sides: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """One batch row per `sides` ({side: face inputs}), on the model's device and dtype."""
+        return batch_to(collate_sides(list(sides)), self.device, self.model.unet.dtype)
 
     def _crop_scale(self) -> float:
         return self.resolution / self.extractors.options.crop_size
@@ -433,29 +466,46 @@ class FaceXPipeline:
     def _region_mask(
         self, batch: dict[str, torch.Tensor], sides: Sequence[str], regions: Sequence[str], dilate_frac: float
     ) -> torch.Tensor:
-        """(1, 1, R, R) union of `regions` over `sides`' parsings, dilated."""
+        """(B, 1, R, R) union of `regions` over `sides`' parsings, dilated."""
         m = torch.zeros_like(batch[f"{sides[0]}_image"][:, :1])
         for side in sides:
             m = torch.maximum(m, union_mask(batch[f"{side}_parsing"], tuple(regions)).to(m))
         return dilate(m, pixels(dilate_frac, m.shape[-2]))
 
-    def _sample(
+    def _one(
         self,
         task: str,
         spec: TaskSpec,
         batch: dict[str, torch.Tensor],
         target: Face,
         *,
+        seed: int | None = 0,
+        **options: Any,
+    ) -> FaceXOutput:
+        """A one-row task whose output fills the hole of I_R (edit, inpaint)."""
+        return self._sample(task, spec, batch, [target], paste=None, seeds=[seed], **options)[0]
+
+    def _sample(
+        self,
+        task: str,
+        spec: TaskSpec,
+        batch: dict[str, torch.Tensor],
+        targets: Sequence[Face],
+        *,
         paste: np.ndarray | None,
         steps: int,
         cfg_scale: float,
         scheduler: str,
-        seed: int | None,
+        seeds: Sequence[int | None],
         noise: torch.Tensor | None = None,
         extra_hole: torch.Tensor | None = None,
         fusion_mask: torch.Tensor | None = None,
-    ) -> FaceXOutput:
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    ) -> list[FaceXOutput]:
+        """Denoise the batch (row i for targets[i], seeded seeds[i]) and paste each crop back into its frame."""
+        generators = [_generator(seed) for seed in seeds]
+        if noise is None:  # each row's noise from its own seed, as if it were generated alone
+            r = self.resolution
+            noise = torch.cat([denoising.initial_noise(self.model, 1, r, r, g) for g in generators])
         images = {k.removesuffix("_image"): v for k, v in batch.items() if k.endswith("_image")}
         parsings = {s: batch[f"{s}_parsing"] for s in images}
         i_r, hole = self.model.region_assembler(images, parsings, spec, extra_hole)
@@ -465,20 +515,38 @@ class FaceXPipeline:
             fusion = denoising.RegionFusion(
                 denoising.encode_target_latents(self.model, base), denoising.latent_mask(fusion_mask, self.model)
             )
-            paste = fusion_mask[0, 0].cpu().numpy()
-        elif paste is None:
-            paste = hole[0, 0].float().cpu().numpy()
-            if not paste.any():
-                # nothing parsed to fill (the offline backend cannot see hair or ears): repaint the whole crop
-                self.warn(
-                    f"{task}: no pixels of the chosen regions were parsed in {target.name}; repainting the face crop"
-                )
-                paste = self._crop_window()
         crops, _ = denoising.denoise(
             self.model, batch, spec, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale,
-            generator=generator, latents=noise, extra_hole=extra_hole, region_fusion=fusion,
+            generator=generators, latents=noise, extra_hole=extra_hole, region_fusion=fusion,
         )  # fmt: skip
-        crop = to_uint8(crops[0])
+        outputs = []
+        for i, (target, seed) in enumerate(zip(targets, seeds, strict=True)):
+            row_paste = paste
+            if fusion_mask is not None:
+                row_paste = fusion_mask[i, 0].float().cpu().numpy()
+            elif row_paste is None:
+                row_paste = hole[i, 0].float().cpu().numpy()
+                if not row_paste.any():
+                    # nothing parsed to fill (the offline backend cannot see hair or ears): repaint the whole crop
+                    self.warn(
+                        f"{task}: no pixels of the chosen regions were parsed in {target.name}; "
+                        "repainting the face crop"
+                    )
+                    row_paste = self._crop_window()
+            outputs.append(self._paste(task, target, to_uint8(crops[i]), row_paste, i_r[i], hole[i], seed))
+        return outputs
+
+    def _paste(
+        self,
+        task: str,
+        target: Face,
+        crop: np.ndarray,
+        paste: np.ndarray,
+        i_r: torch.Tensor,
+        hole: torch.Tensor,
+        seed: int | None,
+    ) -> FaceXOutput:
+        """The generated crop pasted back into the target's frame through the feathered `paste` mask."""
         alpha_crop = self._feather(paste)
         alpha = cv2.warpAffine(
             alpha_crop, self._crop_transform(target), target.frame.shape[1::-1],
@@ -493,8 +561,8 @@ class FaceXPipeline:
             image=Image.fromarray(frame),
             crop=Image.fromarray(crop),
             mask=alpha,
-            inpaint_reference=Image.fromarray(to_uint8(i_r[0])),
-            hole=hole[0, 0].float().cpu().numpy(),
+            inpaint_reference=Image.fromarray(to_uint8(i_r)),
+            hole=hole[0].float().cpu().numpy(),
             task=task,
             seed=seed,
         )
@@ -508,6 +576,16 @@ class FaceXPipeline:
         if radius:
             m = cv2.GaussianBlur(m, (2 * radius + 1, 2 * radius + 1), sigmaX=radius / 2)
         return np.clip(m, 0, 1).astype(np.float32)
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    """A CPU generator for one row: seeded, or (seed None) from fresh entropy."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 def identity_similarity(a: np.ndarray, b: np.ndarray) -> float:

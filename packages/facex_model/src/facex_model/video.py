@@ -89,6 +89,7 @@ def run_video(
     target_face_like: ImageInput | None = None,
     smooth_window: int = 5,
     batch_frames: int = 16,
+    batch_size: int = 8,
     watermark: bool = True,
     progress: bool = True,
     resume: bool = False,
@@ -99,7 +100,11 @@ def run_video(
     With `resume`, generated frames are also kept in `<out>.frames.partial/` (lossless PNG) until the video is
     complete, and a re-run with the same settings generates only the frames that are not there yet.
     `target_face_like` (an image of the person): in every frame, the face most like that person is the one changed.
+    Frames are decoded `batch_frames` at a time and generated `batch_size` at a time (one denoising batch; on a GPU
+    the larger, the faster, as far as its memory allows).
     """
+    if batch_size < 1 or batch_frames < 1:
+        raise FaceXInputError(f"batch_size and batch_frames must be at least 1, got {batch_size} and {batch_frames}")
     if task not in VIDEO_TASKS:
         raise FaceXInputError(f"{task} on a video: only {', '.join(VIDEO_TASKS)} take a target video")
     target_video, out_path = Path(target_video), Path(out_path)
@@ -145,7 +150,7 @@ def run_video(
     landmarks = smooth(landmarks, valid, smooth_window)
     points5 = smooth(points5, valid, smooth_window)
 
-    # pass 2: generate frame by frame, write as we go
+    # pass 2: generate `batch_size` frames at a time, write in order as we go
     from facex_model.watermark import embed
 
     settings = {
@@ -170,31 +175,46 @@ def run_video(
         stream.options = {"crf": "17"}
         audio_in = next(iter(src.streams.audio), None)
         audio_out = out.add_stream_from_template(audio_in) if audio_in is not None else None
-        for i, frame in _tqdm(
-            enumerate(_frames(reader, info.n_frames, batch_frames)), progress, task, "frame", info.n_frames
-        ):
-            done = cache.get(i) if cache is not None and valid[i] else None
-            if done is not None:
-                frame = done
-            elif valid[i]:
-                features = realign(pipe, frame, detections[i].detection, transforms[i], landmarks[i], points5[i])
-                target_face = Face(frame, features, f"{target_video} frame {i}")
-                result = pipe.generate(
-                    task, source_face, target_face, steps=steps, cfg_scale=cfg_scale, scheduler=scheduler,
-                    seed=seed, noise=noise, source_inputs=source_inputs,
+        chunk = max(batch_frames, batch_size)
+        bar = _tqdm(None, progress, task, "frame", info.n_frames)
+        for start in range(0, info.n_frames, chunk):
+            idx = list(range(start, min(info.n_frames, start + chunk)))
+            frames = dict(zip(idx, reader.frames(idx)))
+            todo = []
+            for i in idx:
+                done = cache.get(i) if cache is not None and valid[i] else None
+                if done is not None:
+                    frames[i] = done
+                elif valid[i]:
+                    todo.append(i)
+            for first in range(0, len(todo), batch_size):
+                rows = todo[first : first + batch_size]
+                targets = [
+                    Face(frames[i], realign(pipe, frames[i], detections[i].detection, transforms[i], landmarks[i],
+                                            points5[i]), f"{target_video} frame {i}")
+                    for i in rows
+                ]  # fmt: skip
+                results = pipe.generate_many(
+                    task, [(source_face, t) for t in targets], steps=steps, cfg_scale=cfg_scale, scheduler=scheduler,
+                    seeds=[seed] * len(rows), noise=noise, source_inputs=source_inputs,
                 )  # fmt: skip
-                frame = np.asarray(result.image)
-                if cache is not None:
-                    cache.put(i, frame)
-            if watermark:
-                frame = embed(frame)
-            if on_frame is not None:
-                on_frame(i, frame)
-            picture = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24"
-            )
-            for packet in stream.encode(picture):
-                out.mux(packet)
+                for i, result in zip(rows, results, strict=True):
+                    frames[i] = np.asarray(result.image)
+                    if cache is not None:
+                        cache.put(i, frames[i])
+            for i in idx:
+                frame = embed(frames[i]) if watermark else frames[i]
+                if on_frame is not None:
+                    on_frame(i, frame)
+                picture = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24"
+                )
+                for packet in stream.encode(picture):
+                    out.mux(packet)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
         for packet in stream.encode():
             out.mux(packet)
         if audio_in is not None:
@@ -237,12 +257,6 @@ class FrameCache:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _frames(reader, n_frames: int, batch: int):
-    """Decode a clip's frames in order, `batch` at a time (never the whole clip in memory)."""
-    for start in range(0, n_frames, batch):
-        yield from reader.frames(list(range(start, min(n_frames, start + batch))))
 
 
 def _fps(path: Path, fallback: float) -> Fraction:

@@ -229,43 +229,61 @@ class BenchmarkRun:
     def finished(self) -> set[int]:
         return {int(p.stem) for p in (self.out_dir / "rows").glob("*.json")}
 
-    def run(self, progress: bool = True, on_pair: Callable[[int], None] | None = None) -> dict[str, Any]:
+    def run(
+        self, progress: bool = True, on_pair: Callable[[int], None] | None = None, batch_size: int = 1
+    ) -> dict[str, Any]:
+        """Every pair not yet done, `batch_size` pairs per denoising batch (outputs as with 1, up to float
+        rounding, so a run may resume with another batch size) -> the summary."""
+        if batch_size < 1:
+            raise BenchmarkError(f"--batch-size must be at least 1, got {batch_size}")
         pairs = self.pair_list["pairs"]
         done = self.finished()
         todo = [p for p in pairs if p["pair"] not in done]
         with tqdm(total=len(pairs), initial=len(pairs) - len(todo), unit="pair", disable=not progress,
                   desc=f"{self.protocol.name} {self.model_name}") as bar:  # fmt: skip
-            for pair in todo:
-                self.run_pair(pair)
-                bar.update(1)
-                if on_pair is not None:
+            for first in range(0, len(todo), batch_size):
+                chunk = todo[first : first + batch_size]
+                self.run_pairs(chunk)
+                bar.update(len(chunk))
+                for pair in chunk if on_pair is not None else ():
                     on_pair(pair["pair"])
         return self.summarize()
 
     def run_pair(self, pair: dict) -> dict[str, Any]:
-        index = pair["pair"]
-        source_ref, target_ref = FrameRef.from_json(pair["source"]), FrameRef.from_json(pair["target"])
-        row: dict[str, Any] = {"pair": index, "source": _ref_text(source_ref), "target": _ref_text(target_ref),
-                               "source_identity": source_ref.identity, "status": "ok"}  # fmt: skip
-        try:
-            source_frame, target_frame = read_frame(self.roots, source_ref), read_frame(self.roots, target_ref)
-        except (LayoutError, FaceXInputError, RuntimeError) as err:
-            return self._finish(index, row | {"status": f"unreadable input: {err}"})
-        try:
-            source = self.pipe.detect(source_frame, f"source {row['source']}", 0)
-            target = self.pipe.detect(target_frame, f"target {row['target']}", 0)
-        except NoFaceError as err:
-            return self._finish(index, row | {"status": f"no face in input: {err}"})
+        return self.run_pairs([pair])[0]
+
+    def run_pairs(self, pairs: list[dict]) -> list[dict[str, Any]]:
+        """Generate and score `pairs` (one denoising batch); a pair whose input cannot be read or shows no face is
+        recorded as such and the others go on. -> their rows, in order."""
+        rows: dict[int, dict[str, Any]] = {}
+        ready = []  # (index, row, source face, target face, target frame)
+        for pair in pairs:
+            index = pair["pair"]
+            source_ref, target_ref = FrameRef.from_json(pair["source"]), FrameRef.from_json(pair["target"])
+            row: dict[str, Any] = {"pair": index, "source": _ref_text(source_ref), "target": _ref_text(target_ref),
+                                   "source_identity": source_ref.identity, "status": "ok"}  # fmt: skip
+            try:
+                source_frame, target_frame = read_frame(self.roots, source_ref), read_frame(self.roots, target_ref)
+            except (LayoutError, FaceXInputError, RuntimeError) as err:
+                rows[index] = self._finish(index, row | {"status": f"unreadable input: {err}"})
+                continue
+            try:
+                source = self.pipe.detect(source_frame, f"source {row['source']}", 0)
+                target = self.pipe.detect(target_frame, f"target {row['target']}", 0)
+            except NoFaceError as err:
+                rows[index] = self._finish(index, row | {"status": f"no face in input: {err}"})
+                continue
+            ready.append((index, row, source, target, target_frame))
         s = self.settings
-        out = self.pipe.finish(
-            self.pipe.generate(self.protocol.task, source, target, steps=s.steps, cfg_scale=s.cfg_scale,
-                               scheduler=s.scheduler, seed=s.seed + index),
-            s.watermark,
+        outs = self.pipe.generate_many(
+            self.protocol.task, [(source, target) for _, _, source, target, _ in ready], steps=s.steps,
+            cfg_scale=s.cfg_scale, scheduler=s.scheduler, seeds=[s.seed + index for index, *_ in ready],
         )  # fmt: skip
-        output = np.asarray(out.image.convert("RGB"))
-        Image.fromarray(output).save(self.out_dir / "outputs" / f"{index:06d}.png")
-        row |= self.measure(index, output, source, target, target_frame)
-        return self._finish(index, row)
+        for (index, row, source, target, target_frame), out in zip(ready, outs, strict=True):
+            output = np.asarray(self.pipe.finish(out, s.watermark).image.convert("RGB"))
+            Image.fromarray(output).save(self.out_dir / "outputs" / f"{index:06d}.png")
+            rows[index] = self._finish(index, row | self.measure(index, output, source, target, target_frame))
+        return [rows[p["pair"]] for p in pairs]
 
     def measure(self, index: int, output: np.ndarray, source: Any, target: Any, target_frame: np.ndarray) -> dict:
         backend = self.pipe.model.config.extractors
@@ -547,9 +565,11 @@ def run_benchmark(
     run_id: str | None = None,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     experiment_id: str | None = None,
+    batch_size: int = 8,
 ) -> dict[str, Any]:
     """Load the model (a folder or a `models:/` URI), run the protocol into `out_dir`, log to MLflow; what
-    ``facex benchmark run`` and the ``benchmark`` DVC stage both call. Raises BenchmarkError for what a user can fix."""
+    ``facex benchmark run`` and the ``benchmark`` DVC stage both call. Raises BenchmarkError for what a user can fix.
+    `batch_size`: pairs per denoising batch (:meth:`BenchmarkRun.run`)."""
     from facex_train.benchmark.protocols import get_protocol
 
     try:
@@ -575,7 +595,7 @@ def run_benchmark(
         if job.training_pairs:
             counts = {"pairs_from_training_clips": len(job.training_pairs), "pairs": len(job.pair_list["pairs"])}
             say(f"warning: {job.held_out_note(counts)}")
-        result = job.run(progress=progress)
+        result = job.run(progress=progress, batch_size=batch_size)
     except (FaceXInputError, FileNotFoundError) as err:
         raise BenchmarkError(str(err)) from None
     log_to_mlflow(result, out_dir, model, tracking_uri, run_id, say=say, experiment_id=experiment_id)
