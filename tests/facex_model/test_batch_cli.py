@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -54,15 +55,16 @@ def statuses(summary: dict) -> dict[str, str]:
 
 @pytest.fixture
 def counted_calls(monkeypatch) -> list[str]:
-    """The targets the pipeline is called on."""
+    """The targets the pipeline is run on (each job detects its target first, batched or not)."""
     calls: list[str] = []
-    original = FaceXPipeline.__call__
+    original = FaceXPipeline.detect
 
-    def spy(self, task, *args, **kwargs):
-        calls.append(Path(kwargs["target"]).name)
-        return original(self, task, *args, **kwargs)
+    def spy(self, image, name, *args, **kwargs):
+        if name == "target":
+            calls.append(Path(image).name)
+        return original(self, image, name, *args, **kwargs)
 
-    monkeypatch.setattr(FaceXPipeline, "__call__", spy)
+    monkeypatch.setattr(FaceXPipeline, "detect", spy)
     return calls
 
 
@@ -105,23 +107,51 @@ def test_rerun_keeps_finished_outputs_and_overwrite_redoes_them(model_dir, sampl
 
 
 def test_interrupted_batch_still_writes_its_summary(model_dir, sample_frames, folder, tmp_path, monkeypatch):
-    original = FaceXPipeline.__call__
+    original = FaceXPipeline.detect
     calls = []
 
-    def stop_on_second(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def stop_on_third_target(self, image, name, *args, **kwargs):
+        calls.append(name)
+        if calls.count("target") == 3:  # grace.jpg, in the second batch of two
             raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        return original(self, image, name, *args, **kwargs)
 
-    monkeypatch.setattr(FaceXPipeline, "__call__", stop_on_second)
+    monkeypatch.setattr(FaceXPipeline, "detect", stop_on_third_target)
     out = tmp_path / "out"
     invoke("swap", "--source", person(sample_frames, "grace"), "--target", folder, "--out", out, "--model", model_dir,
-           "--steps", "1")  # fmt: skip
+           "--steps", "1", "--batch-size", "2")  # fmt: skip
     summary = summary_of(out)
     assert summary["inputs"] == len(summary["records"]) == 4
-    assert summary["written"] == 1 and summary["not reached"] == 3
+    assert statuses(summary) == {"astronaut.png": "written", "coffee.png": "failed", "grace.jpg": "not reached",
+                                 "notes.jpg": "not reached"}  # fmt: skip
     assert not list(out.glob("*.partial*"))
+
+
+def test_batch_size_changes_how_many_go_through_the_unet_at_once_not_the_outputs(
+    model_dir, sample_frames, folder, tmp_path, monkeypatch
+):
+    rows: list[int] = []
+    original = FaceXPipeline.generate_many
+
+    def spy(self, task, pairs, **kwargs):
+        rows.append(len(pairs))
+        return original(self, task, pairs, **kwargs)
+
+    monkeypatch.setattr(FaceXPipeline, "generate_many", spy)
+    runs = {}
+    for size in (1, 3):
+        rows.clear()
+        out = tmp_path / f"out{size}"
+        result = invoke("swap", "--source", person(sample_frames, "grace"), "--target", folder, "--out", out,
+                        "--model", model_dir, "--steps", "1", "--batch-size", size, "--no-watermark")  # fmt: skip
+        assert result.exit_code == 1, result.output  # the faceless and the unreadable input fail either way
+        runs[size] = (list(rows), statuses(summary_of(out)))
+    # batches of 3: astronaut, coffee (no face), grace -> one U-Net batch of 2; then notes.jpg (unreadable) -> none
+    assert runs[1][0] == [1, 1] and runs[3][0] == [2]
+    assert runs[1][1] == runs[3][1]
+    for name in ("astronaut", "grace"):
+        a, b = (np.asarray(Image.open(tmp_path / f"out{size}" / f"{name}.png"), np.int16) for size in (1, 3))
+        assert np.abs(a - b).max() <= 2  # float rounding of a larger batch at most
 
 
 def test_pairs_csv_and_jsonl_with_their_own_sources_and_outputs(model_dir, sample_frames, tmp_path):

@@ -5,7 +5,8 @@ Every error a user can cause (a missing file, not an image, no face, a bad --fac
 line on stderr and exit status 2; warnings (several faces, a downscaled image) are one line each.
 
 Batch: `--target DIR_OR_GLOB --out DIR`, or `--pairs FILE` (.csv / .jsonl rows of source,target[,out]), runs every
-input on one loaded model; a bad input is recorded with its reason and the run goes on. Outputs already in the
+input on one loaded model, `--batch-size` images (of swap, headswap, reenact, animate) per denoising batch; a bad
+input is recorded with its reason and the run goes on. Outputs already in the
 folder are kept and skipped (`--overwrite` redoes them); the summary goes to `<out>/<task>_summary.json`. Exit status:
 0 when every input was written or kept, 1 when any failed, 2 for a usage error (nothing run).
 """
@@ -72,7 +73,8 @@ ResumeOpt = Annotated[
 ]
 BatchSizeOpt = Annotated[
     int,
-    typer.Option("--batch-size", min=1, help="video: frames per denoising batch (on a GPU: as many as memory holds)"),
+    typer.Option("--batch-size", min=1, help="images of a batch / frames of a video per denoising batch (on a GPU: "
+                 "as many as its memory holds)"),
 ]
 RegionsOpt = Annotated[str | None, typer.Option("--regions", help="comma-separated regions, e.g. eyes,nose,lips")]
 WeightsDirOpt = Annotated[
@@ -237,15 +239,12 @@ def run_task(
 def _run_job(pipe: Any, task: str, job: Job, like: Any, options: dict[str, Any], extra: dict[str, Any] | None) -> str:
     """Run one job and write its output (and grid) through a temporary name, so a killed run never leaves a
     half-written file that a resumed batch would keep; -> the line to print."""
-    from facex_model.watermark import save_image
-
-    video = job.target.suffix.lower() in VIDEO_SUFFIXES
-    partial = job.out.with_name(f"{job.out.stem}.partial{job.out.suffix}")
-    job.out.parent.mkdir(parents=True, exist_ok=True)
     generation = {k: options[k] for k in ("steps", "cfg_scale", "scheduler", "seed", "face_index")}
-    if video:
+    if job.target.suffix.lower() in VIDEO_SUFFIXES:
         from facex_model.video import run_video
 
+        partial = job.out.with_name(f"{job.out.stem}.partial{job.out.suffix}")
+        job.out.parent.mkdir(parents=True, exist_ok=True)
         result = run_video(
             pipe, task, job.source, job.target, partial, source_face_index=options["source_face_index"],
             target_face_like=like, watermark=options["watermark"], resume=options["resume"],
@@ -262,6 +261,15 @@ def _run_job(pipe: Any, task: str, job: Job, like: Any, options: dict[str, Any],
         task, source=job.source, target=job.target, source_face_index=options["source_face_index"],
         target_face_like=like, watermark=False, **generation, **task_extra,
     )  # fmt: skip
+    return _write_output(job, output, options)
+
+
+def _write_output(job: Job, output: Any, options: dict[str, Any]) -> str:
+    """An image job's output (and grid), watermarked as asked, through a temporary name; -> the line to print."""
+    from facex_model.watermark import save_image
+
+    partial = job.out.with_name(f"{job.out.stem}.partial{job.out.suffix}")
+    job.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(output.image, partial, watermark=options["watermark"])
     partial.replace(job.out)
     line = f"wrote {job.out} ({output.image.width}x{output.image.height})"
@@ -407,20 +415,53 @@ def _run_batch(
     outcomes: list[Outcome] = []
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / f"{task}_summary.json"
-    try:
-        for job in tqdm(jobs, desc=task, unit="input", file=sys.stderr):
-            record = Outcome(str(job.target), None if job.source is None else str(job.source), str(job.out), "written")
-            start = time.monotonic()
-            if job.out.exists() and not overwrite:
-                record.status, record.reason = "skipped", "output already there (--overwrite redoes it)"
-            else:
-                try:
-                    _run_job(pipe, task, job, like, dict(options, progress=False), extra)
-                except Exception as err:  # one bad input is recorded and the batch goes on
-                    record.status, record.reason = "failed", _reason(err)
-                    tqdm.write(f"failed: {_named(record)}", file=sys.stderr)
-            record.seconds = round(time.monotonic() - start, 2)
+    pending: list[Job] = []  # image jobs waiting for a full denoising batch
+
+    def record_of(job: Job) -> Outcome:
+        return Outcome(str(job.target), None if job.source is None else str(job.source), str(job.out), "written")
+
+    def failed(record: Outcome, err: Exception) -> None:
+        record.status, record.reason = "failed", _reason(err)
+        tqdm.write(f"failed: {_named(record)}", file=sys.stderr)
+
+    def flush() -> None:
+        if not pending:
+            return
+        start = time.monotonic()
+        errors = _run_image_jobs(pipe, task, pending, like, options, extra)
+        seconds = round((time.monotonic() - start) / len(pending), 2)
+        for job, err in zip(pending, errors, strict=True):
+            record = record_of(job)
+            if err is not None:
+                failed(record, err)
+            record.seconds = seconds
             outcomes.append(record)
+        bar.update(len(pending))
+        pending.clear()
+
+    try:
+        with tqdm(total=len(jobs), desc=task, unit="input", file=sys.stderr) as bar:
+            for job in jobs:
+                image_of_source_task = task in SOURCE_TASKS and job.target.suffix.lower() not in VIDEO_SUFFIXES
+                if image_of_source_task and (overwrite or not job.out.exists()):
+                    pending.append(job)
+                    if len(pending) >= options["batch_size"]:
+                        flush()
+                    continue
+                flush()  # outcomes stay in the order of the jobs
+                record = record_of(job)
+                start = time.monotonic()
+                if job.out.exists() and not overwrite:
+                    record.status, record.reason = "skipped", "output already there (--overwrite redoes it)"
+                else:
+                    try:
+                        _run_job(pipe, task, job, like, dict(options, progress=False), extra)
+                    except Exception as err:  # one bad input is recorded and the batch goes on
+                        failed(record, err)
+                record.seconds = round(time.monotonic() - start, 2)
+                outcomes.append(record)
+                bar.update(1)
+            flush()
     finally:
         _write_summary(summary_path, task, jobs, outcomes)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("written", "skipped", "failed")}
@@ -431,6 +472,41 @@ def _run_batch(
             typer.echo(f"  failed: {_named(o)}")
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def _run_image_jobs(
+    pipe: Any, task: str, jobs: list[Job], like: Any, options: dict[str, Any], extra: dict[str, Any] | None
+) -> list[Exception | None]:
+    """Image jobs of a source task in one denoising batch: detect, generate, write; -> per job, the error that
+    stopped it (a bad input stops only its own job; a failed batch, e.g. out of memory, all of its jobs) or None."""
+    errors: list[Exception | None] = [None] * len(jobs)
+    ready = []  # (job index, source face, target face)
+    for k, job in enumerate(jobs):
+        try:
+            target = pipe.detect(job.target, "target", options["face_index"], like)
+            source = pipe.detect(job.source, "source", options["source_face_index"])
+        except Exception as err:  # recorded with its reason, as in a one-by-one run
+            errors[k] = err
+            continue
+        ready.append((k, source, target))
+    if not ready:
+        return errors
+    try:
+        outputs = pipe.generate_many(
+            task, [(source, target) for _, source, target in ready], regions=(extra or {}).get("regions"),
+            steps=options["steps"], cfg_scale=options["cfg_scale"], scheduler=options["scheduler"],
+            seeds=[options["seed"]] * len(ready),
+        )  # fmt: skip
+    except Exception as err:  # the whole batch failed (e.g. out of memory: a smaller --batch-size)
+        for k, _, _ in ready:
+            errors[k] = err
+        return errors
+    for (k, _, _), output in zip(ready, outputs, strict=True):
+        try:
+            _write_output(jobs[k], output, options)
+        except Exception as err:  # a file that could not be written
+            errors[k] = err
+    return errors
 
 
 def _named(outcome: Outcome) -> str:
