@@ -9,7 +9,9 @@ one row per request:
     target   path or base64 image
     optional: reference, mask (path or base64), regions (list or "eyes,nose"), steps, cfg_scale, seed, scheduler
 
-and returns a DataFrame with one base64 PNG per row ("image"), watermarked and tagged synthetic/FaceX.
+and returns a DataFrame with one base64 PNG per row ("image"), watermarked and tagged synthetic/FaceX. Rows of
+swap / headswap / reenact / animate with the same settings go through the U-Net `batch_size` at a time (each with its
+own seed: the images are those of one row at a time, up to float rounding).
 
 Where the model is loaded on another machine than the one that trained it, the backbone's path in config.json may
 not exist there: MLflow's model config says where it is instead (keys in `LOAD_OPTIONS`), at load time or through
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,9 @@ LOAD_OPTIONS = {
     "clip_path": None,  # the CLIP vision folder, if not <backbone_path>/clip_vision
     "weights_dir": None,  # the extractors' weights (paper profile); else $FACEX_WEIGHTS_DIR, else ./weights
     "device": "cpu",  # cpu | cuda | cuda:N | auto
+    "batch_size": 8,  # rows per denoising batch (on a GPU: as many as its memory holds)
 }
+BATCHED_TASKS = ("swap", "headswap", "reenact", "animate")  # the rows that can share a denoising batch
 
 
 class FaceXPyfunc(mlflow.pyfunc.PythonModel):
@@ -67,35 +72,55 @@ class FaceXPyfunc(mlflow.pyfunc.PythonModel):
                 "model_config={'backbone_path': ..., 'clip_path': ...}) or MLFLOW_PYFUNC_INFERENCE_CONFIG (json)."
             ) from err
         self.pipeline = FaceXPipeline(model, device=options["device"], weights_dir=options["weights_dir"])
+        self.batch_size = max(1, int(options["batch_size"]))
 
     # no type hints on context / model_input: MLflow would turn them into a (wrong) input schema
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # noqa: ANN001
-        rows = _rows(model_input)
-        images = [encode_png(self._one(row, params or {})) for row in rows]
-        return pd.DataFrame({"image": images})
+        requests = [_request(row, params or {}) for row in _rows(model_input)]
+        images: list[Image.Image | None] = [None] * len(requests)
+        batches: dict[tuple, list[int]] = defaultdict(list)  # same task and settings -> the rows
+        for i, r in enumerate(requests):
+            if r["task"] in BATCHED_TASKS and r["source"] is not None and r["target"] is not None:
+                batches[(r["task"], r["steps"], r["cfg_scale"], r["scheduler"], tuple(r["regions"] or ()))].append(i)
+            else:
+                images[i] = self.pipeline(**r, watermark=True).image
+        for rows in batches.values():
+            for first in range(0, len(rows), self.batch_size):
+                chunk = [requests[i] for i in rows[first : first + self.batch_size]]
+                pairs = [(self.pipeline.detect(r["source"], "source"), self.pipeline.detect(r["target"], "target"))
+                         for r in chunk]  # fmt: skip
+                head = chunk[0]
+                outputs = self.pipeline.generate_many(
+                    head["task"], pairs, regions=head["regions"], steps=head["steps"], cfg_scale=head["cfg_scale"],
+                    scheduler=head["scheduler"], seeds=[r["seed"] for r in chunk],
+                )  # fmt: skip
+                for i, out in zip(rows[first : first + self.batch_size], outputs, strict=True):
+                    images[i] = self.pipeline.finish(out, watermark=True).image
+        return pd.DataFrame({"image": [encode_png(image) for image in images]})
 
-    def _one(self, row: Mapping[str, Any], params: Mapping[str, Any]) -> Image.Image:
-        def arg(name: str, default: Any = None) -> Any:
-            value = row.get(name, params.get(name, default))
-            return default if _missing(value) else value
 
-        regions = arg("regions")
-        if isinstance(regions, str):
-            regions = [r.strip() for r in regions.split(",") if r.strip()]
-        out = self.pipeline(
-            str(arg("task", "swap")),
-            source=_image(arg("source")),
-            target=_image(arg("target")),
-            reference=_image(arg("reference")),
-            mask=_image(arg("mask"), mode="L"),
-            regions=list(regions) if regions is not None else None,
-            steps=int(arg("steps", DEFAULT_STEPS)),
-            cfg_scale=float(arg("cfg_scale", 3.0)),
-            scheduler=str(arg("scheduler", "ddim")),
-            seed=int(arg("seed", 0)),
-            watermark=True,
-        )
-        return out.image
+def _request(row: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """One row (its values first, then `params`, then the defaults) -> FaceXPipeline's arguments."""
+
+    def arg(name: str, default: Any = None) -> Any:
+        value = row.get(name, params.get(name, default))
+        return default if _missing(value) else value
+
+    regions = arg("regions")
+    if isinstance(regions, str):
+        regions = [r.strip() for r in regions.split(",") if r.strip()]
+    return {
+        "task": str(arg("task", "swap")),
+        "source": _image(arg("source")),
+        "target": _image(arg("target")),
+        "reference": _image(arg("reference")),
+        "mask": _image(arg("mask"), mode="L"),
+        "regions": list(regions) if regions is not None else None,
+        "steps": int(arg("steps", DEFAULT_STEPS)),
+        "cfg_scale": float(arg("cfg_scale", 3.0)),
+        "scheduler": str(arg("scheduler", "ddim")),
+        "seed": int(arg("seed", 0)),
+    }
 
 
 def _missing(value: Any) -> bool:
