@@ -151,7 +151,7 @@ def test_batch_size_changes_how_many_go_through_the_unet_at_once_not_the_outputs
     assert runs[1][1] == runs[3][1]
     for name in ("astronaut", "grace"):
         a, b = (np.asarray(Image.open(tmp_path / f"out{size}" / f"{name}.png"), np.int16) for size in (1, 3))
-        assert np.abs(a - b).max() <= 2  # float rounding of a larger batch at most
+        assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.05  # float rounding of a larger batch at most
 
 
 def test_pairs_csv_and_jsonl_with_their_own_sources_and_outputs(model_dir, sample_frames, tmp_path):

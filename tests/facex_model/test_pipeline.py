@@ -124,7 +124,7 @@ def test_generate_many_gives_each_pair_what_generate_gives_it(pipe, photos, sche
         assert out.image.size == alone.image.size and out.seed == seed
         assert np.array_equal(out.hole, alone.hole) and np.abs(out.mask - alone.mask).max() < 1e-3  # its own hole
         diff = np.abs(np.asarray(out.image, np.int16) - np.asarray(alone.image, np.int16))
-        assert diff.max() <= 2  # float rounding of a larger batch at most
+        assert diff.max() <= 4 and diff.mean() < 0.05  # float rounding of a larger batch at most
     assert not np.array_equal(np.asarray(batched[0].crop), np.asarray(batched[2].crop))  # each row its own noise
     with pytest.raises(ValueError, match="one seed per pair"):
         pipe.generate_many("swap", pairs, seeds=[0])

@@ -109,4 +109,5 @@ def test_frames_generated_in_batches_match_frame_by_frame(pipe, photos, tmp_path
                   on_frame=lambda i, f, o=order: o.append((i, f)))  # fmt: skip
     assert [i for i, _ in written[2]] == list(range(5))  # written in order
     for (_, a), (_, b) in zip(written[1], written[2], strict=True):
-        assert np.abs(a.astype(np.int16) - b).max() <= 2  # float rounding of a larger batch at most
+        diff = np.abs(a.astype(np.int16) - b)
+        assert diff.max() <= 4 and diff.mean() < 0.05  # float rounding of a larger batch at most

@@ -415,11 +415,12 @@ def test_a_pair_whose_input_holds_no_face_is_skipped_and_counted(layouts, pipe, 
 
 @pytest.mark.real
 def test_batched_pairs_score_as_one_at_a_time(layouts, pipe, tmp_path):
-    one = _run("ffpp-swap", layouts, pipe, tmp_path / "one", max_pairs=5, batch_size=1)
-    batched = _run("ffpp-swap", layouts, pipe, tmp_path / "batched", max_pairs=5, batch_size=3)  # batches 3 + 2
+    plain = RunSettings(steps=1, fid_features="standin", watermark=False)
+    one = _run("ffpp-swap", layouts, pipe, tmp_path / "one", plain, max_pairs=5, batch_size=1)
+    batched = _run("ffpp-swap", layouts, pipe, tmp_path / "batched", plain, max_pairs=5, batch_size=3)  # 3 + 2
     for index in range(5):
         a, b = (np.asarray(Image.open(tmp_path / d / "outputs" / f"{index:06d}.png"), np.int16)
                 for d in ("one", "batched"))  # fmt: skip
-        assert np.abs(a - b).max() <= 2, index  # float rounding of a larger batch at most
+        assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.05, index  # float rounding at most
     assert batched["metrics"]["psnr"] == pytest.approx(one["metrics"]["psnr"], abs=0.05)
     assert batched["metrics"]["evaluated"] == one["metrics"]["evaluated"] == 5
