@@ -174,3 +174,19 @@ def make_clip():
 @pytest.fixture(scope="session")
 def probe_video():
     return _probe_video
+
+
+@pytest.fixture
+def unet_batches(monkeypatch) -> list[int]:
+    """The rows of every FaceXPipeline.generate_many call (one denoising batch each), in call order."""
+    from facex_model.pipeline import FaceXPipeline
+
+    rows: list[int] = []
+    original = FaceXPipeline.generate_many
+
+    def spy(self, task, pairs, **kwargs):
+        rows.append(len(pairs))
+        return original(self, task, pairs, **kwargs)
+
+    monkeypatch.setattr(FaceXPipeline, "generate_many", spy)
+    return rows

@@ -128,16 +128,9 @@ def test_interrupted_batch_still_writes_its_summary(model_dir, sample_frames, fo
 
 
 def test_batch_size_changes_how_many_go_through_the_unet_at_once_not_the_outputs(
-    model_dir, sample_frames, folder, tmp_path, monkeypatch
+    model_dir, sample_frames, folder, tmp_path, unet_batches
 ):
-    rows: list[int] = []
-    original = FaceXPipeline.generate_many
-
-    def spy(self, task, pairs, **kwargs):
-        rows.append(len(pairs))
-        return original(self, task, pairs, **kwargs)
-
-    monkeypatch.setattr(FaceXPipeline, "generate_many", spy)
+    rows = unet_batches
     runs = {}
     for size in (1, 3):
         rows.clear()

@@ -114,19 +114,9 @@ def test_a_model_loaded_on_another_machine_takes_its_backbone_path_from_model_co
 
 @pytest.mark.real
 def test_rows_with_the_same_settings_share_a_denoising_batch_and_give_what_one_row_gives(registry, photos,
-                                                                                       monkeypatch):  # fmt: skip
+                                                                                       unet_batches):  # fmt: skip
     import mlflow
 
-    from facex_model.pipeline import FaceXPipeline
-
-    rows_per_batch: list[int] = []
-    original = FaceXPipeline.generate_many
-
-    def spy(self, task, pairs, **kwargs):
-        rows_per_batch.append(len(pairs))
-        return original(self, task, pairs, **kwargs)
-
-    monkeypatch.setattr(FaceXPipeline, "generate_many", spy)
     model = mlflow.pyfunc.load_model("models:/facex-swap@champion", model_config={"batch_size": 2})
     s, t = str(photos["source"]), str(photos["target"])
     requests = [
@@ -136,7 +126,7 @@ def test_rows_with_the_same_settings_share_a_denoising_batch_and_give_what_one_r
         {"task": "swap", "source": s, "target": t, "steps": 1, "seed": 3},
     ]
     together = model.predict(pd.DataFrame(requests))["image"]
-    assert sorted(rows_per_batch) == [1, 1, 2]  # swap rows: a batch of 2 and one of 1; the reenact row alone
+    assert sorted(unet_batches) == [1, 1, 2]  # swap rows: a batch of 2 and one of 1; the reenact row alone
     for request, data in zip(requests, together, strict=True):
         alone = model.predict(request)["image"][0]
         a, b = (np.asarray(pyfunc.decode_png(d).convert("RGB"), np.int16) for d in (data, alone))

@@ -176,7 +176,9 @@ def run_video(
         audio_in = next(iter(src.streams.audio), None)
         audio_out = out.add_stream_from_template(audio_in) if audio_in is not None else None
         chunk = max(batch_frames, batch_size)
-        bar = _tqdm(None, progress, task, "frame", info.n_frames)
+        from tqdm import tqdm
+
+        bar = tqdm(total=info.n_frames, desc=task, unit="frame", disable=not progress)
         for start in range(0, info.n_frames, chunk):
             idx = list(range(start, min(info.n_frames, start + chunk)))
             frames = dict(zip(idx, reader.frames(idx)))
@@ -211,10 +213,8 @@ def run_video(
                 )
                 for packet in stream.encode(picture):
                     out.mux(packet)
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.update(1)
+        bar.close()
         for packet in stream.encode():
             out.mux(packet)
         if audio_in is not None:

@@ -78,6 +78,9 @@ class BenchmarkError(Exception):
     """Something the user can fix (data, settings, model); the command prints it as one `error:` line."""
 
 
+BATCH_SIZE = 8  # pairs per denoising batch unless told (`--batch-size`)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     steps: int = 20
@@ -230,7 +233,7 @@ class BenchmarkRun:
         return {int(p.stem) for p in (self.out_dir / "rows").glob("*.json")}
 
     def run(
-        self, progress: bool = True, on_pair: Callable[[int], None] | None = None, batch_size: int = 1
+        self, progress: bool = True, on_pair: Callable[[int], None] | None = None, batch_size: int = BATCH_SIZE
     ) -> dict[str, Any]:
         """Every pair not yet done, `batch_size` pairs per denoising batch (outputs as with 1, up to float
         rounding, so a run may resume with another batch size) -> the summary."""
@@ -565,7 +568,7 @@ def run_benchmark(
     run_id: str | None = None,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     experiment_id: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, Any]:
     """Load the model (a folder or a `models:/` URI), run the protocol into `out_dir`, log to MLflow; what
     ``facex benchmark run`` and the ``benchmark`` DVC stage both call. Raises BenchmarkError for what a user can fix.
