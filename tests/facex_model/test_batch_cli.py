@@ -87,6 +87,29 @@ def test_folder_batch_accounts_for_every_input_and_writes_the_good_ones(model_di
     assert "coffee.png" in result.output and "notes.jpg" in result.output and "Traceback" not in result.output
 
 
+def test_a_source_is_detected_once_for_the_whole_run_faceless_or_not(model_dir, sample_frames, folder, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    original = FaceXPipeline.detect
+    sources = []
+
+    def spy(self, image, name, *args, **kwargs):
+        if name == "source":
+            sources.append(Path(image).name)
+        return original(self, image, name, *args, **kwargs)
+
+    monkeypatch.setattr(FaceXPipeline, "detect", spy)
+    grace = person(sample_frames, "grace")
+    common = ["--target", folder, "--model", model_dir, "--steps", "1", "--batch-size", "1"]
+    invoke("swap", "--source", grace, "--out", tmp_path / "out", *common)
+    assert summary_of(tmp_path / "out")["written"] == 2 and sources == [grace.name]  # two batches, one detection
+    sources.clear()
+    invoke("swap", "--source", folder / "coffee.png", "--out", tmp_path / "faceless", *common)
+    reasons = {Path(r["target"]).name: r["reason"] for r in summary_of(tmp_path / "faceless")["records"]}
+    for name in ("astronaut.png", "grace.jpg"):  # every target with a face says why, from one detection
+        assert reasons[name].startswith("no face found in source") and "coffee.png" in reasons[name]
+    assert sources == ["coffee.png"]
+
+
 def test_rerun_keeps_finished_outputs_and_overwrite_redoes_them(model_dir, sample_frames, folder, tmp_path,
                                                                counted_calls):  # fmt: skip
     out = tmp_path / "out"

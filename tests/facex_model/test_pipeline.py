@@ -212,6 +212,23 @@ def test_inpaint_and_watermarked_output_on_an_embedded_sample_frame(pipe, sample
 
 
 @pytest.mark.real
+def test_an_input_photo_hog_misses_is_found_by_dlibs_cnn_detector_a_video_frame_is_not(pipe, photos, real_data):
+    """portrait_01 (glasses, a grimace): the offline backend's HOG detector finds no face, its CNN one does; inputs
+    fall back to it, video frames (`select_face` without `fallback`) do not: seconds a frame."""
+    path = real_data / "images" / "portrait_01.jpg"
+    face = pipe.detect(path, "source")
+    assert face.n_faces == 1 and face.features.identity.shape == (128,)
+    with pytest.raises(NoFaceError, match="portrait_01"):
+        pipe.select_face(face.frame, f"frame of {path.name}")
+    out = pipe("swap", path, photos["target"], steps=1)  # as the source
+    assert out.image.size == Image.open(photos["target"]).size
+    out = pipe("swap", photos["source"], path, steps=1, watermark=False)  # as the target: only its face changes
+    changed = np.abs(np.asarray(out.image, np.int16) - np.asarray(Image.open(path).convert("RGB"), np.int16)).max(2)
+    left, top, right, bottom = face.features.detection.bbox
+    assert changed[top:bottom, left:right].mean() > 5 and changed[:, :100].max() == 0
+
+
+@pytest.mark.real
 def test_user_errors_name_the_input(pipe, photos, tmp_path):
     with pytest.raises(NoFaceError, match="dog_01.jpg"):
         pipe("swap", photos["dog_01.jpg"], photos["target"], steps=1)

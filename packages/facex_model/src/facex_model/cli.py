@@ -44,6 +44,7 @@ DEFAULT_MODELS = {
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_OUTPUT_SUFFIXES = (".mp4",)
 SOURCE_TASKS = ("swap", "headswap", "reenact", "animate")  # the tasks that take a person from --source
+SOURCE_CACHE = 16  # source faces a batch run keeps detected (frame + features each)
 GLOB_CHARS = frozenset("*?[")
 
 TargetOpt = Annotated[
@@ -416,6 +417,7 @@ def _run_batch(
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / f"{task}_summary.json"
     pending: list[Job] = []  # image jobs waiting for a full denoising batch
+    sources: dict[str, Any] = {}  # source path -> its detected face (or why it has none), for the whole run
 
     def record_of(job: Job) -> Outcome:
         return Outcome(str(job.target), None if job.source is None else str(job.source), str(job.out), "written")
@@ -428,7 +430,7 @@ def _run_batch(
         if not pending:
             return
         start = time.monotonic()
-        errors = _run_image_jobs(pipe, task, pending, like, options, extra)
+        errors = _run_image_jobs(pipe, task, pending, like, options, extra, sources)
         seconds = round((time.monotonic() - start) / len(pending), 2)
         for job, err in zip(pending, errors, strict=True):
             record = record_of(job)
@@ -475,16 +477,25 @@ def _run_batch(
 
 
 def _run_image_jobs(
-    pipe: Any, task: str, jobs: list[Job], like: Any, options: dict[str, Any], extra: dict[str, Any] | None
+    pipe: Any,
+    task: str,
+    jobs: list[Job],
+    like: Any,
+    options: dict[str, Any],
+    extra: dict[str, Any] | None,
+    sources: dict[str, Any],
 ) -> list[Exception | None]:
     """Image jobs of a source task in one denoising batch: detect, generate, write; -> per job, the error that
-    stopped it (a bad input stops only its own job; a failed batch, e.g. out of memory, all of its jobs) or None."""
+    stopped it (a bad input stops only its own job; a failed batch, e.g. out of memory, all of its jobs) or None.
+
+    `sources` keeps each source image's detected face (or the error it raised) for the whole run: a folder of
+    targets with one source detects that source once."""
     errors: list[Exception | None] = [None] * len(jobs)
     ready = []  # (job index, source face, target face)
     for k, job in enumerate(jobs):
         try:
             target = pipe.detect(job.target, "target", options["face_index"], like)
-            source = pipe.detect(job.source, "source", options["source_face_index"])
+            source = _source_face(pipe, job.source, options["source_face_index"], sources)
         except Exception as err:  # recorded with its reason, as in a one-by-one run
             errors[k] = err
             continue
@@ -507,6 +518,22 @@ def _run_image_jobs(
         except Exception as err:  # a file that could not be written
             errors[k] = err
     return errors
+
+
+def _source_face(pipe: Any, path: Path, face_index: int | None, sources: dict[str, Any]) -> Any:
+    """The source's detected face, detected once per path in a run (its error too: raised again for each job)."""
+    key = str(path)
+    if key not in sources:
+        if len(sources) >= SOURCE_CACHE:  # --pairs with many sources: keep the latest ones
+            sources.pop(next(iter(sources)))
+        try:
+            sources[key] = pipe.detect(path, "source", face_index)
+        except Exception as err:  # no face, not an image: the same answer for every job with this source
+            sources[key] = err
+    found = sources[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 def _named(outcome: Outcome) -> str:

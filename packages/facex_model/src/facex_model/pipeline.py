@@ -171,7 +171,7 @@ class FaceXPipeline:
         like a reference (`like`: an identity embedding from :meth:`identity`)."""
         frame = load_image(image, name, self.max_side, self.warn)
         label = f"{name} {image}" if isinstance(image, (str, Path)) else name
-        features, n_faces = self.select_face(frame, label, face_index, like)
+        features, n_faces = self.select_face(frame, label, face_index, like, fallback=True)
         return Face(frame, features, label, n_faces)
 
     def identity(self, image: ImageInput, name: str = "reference face") -> np.ndarray:
@@ -183,17 +183,25 @@ class FaceXPipeline:
         return np.asarray(self.detect(image, name).features.identity, dtype=np.float32).ravel()
 
     def select_face(
-        self, frame: np.ndarray, label: str, face_index: int | None = None, like: np.ndarray | None = None
+        self,
+        frame: np.ndarray,
+        label: str,
+        face_index: int | None = None,
+        like: np.ndarray | None = None,
+        fallback: bool = False,
     ) -> tuple[Any, int]:
-        """(features of the chosen face, faces found) in an (H, W, 3) uint8 RGB frame, as :meth:`detect` chooses."""
+        """(features of the chosen face, faces found) in an (H, W, 3) uint8 RGB frame, as :meth:`detect` chooses.
+
+        `fallback`: where the backend's dlib HOG detector finds no face, look again with dlib's CNN detector
+        (facex_data.cnn_faces; seconds, not milliseconds: for the images a user hands in, not every video frame)."""
         if face_index is not None and like is not None:
             raise FaceXInputError(f"{label}: choose the face by --face-index or by --target-face-like, not both")
-        features = self.extractors.features(frame[None])[0]
+        features = self._features(frame, fallback)
         if features is None:
             raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
         n_faces = features.detection.n_faces
         if like is not None:
-            return (self._most_like(frame, features, like, label) if n_faces > 1 else features), n_faces
+            return (self._most_like(frame, features, like, label, fallback) if n_faces > 1 else features), n_faces
         if face_index is None:
             if n_faces > 1:
                 self.warn(
@@ -205,26 +213,43 @@ class FaceXPipeline:
             raise FaceXInputError(f"{label} shows {n_faces} face(s): --face-index must be 0..{n_faces - 1}")
         if face_index == 0:
             return features, n_faces
-        boxes = self._face_boxes(frame)
+        boxes = self._face_boxes(frame, fallback)
         if face_index >= len(boxes):
             raise FaceXInputError(f"{label} shows {len(boxes)} face(s): --face-index must be 0..{len(boxes) - 1}")
-        return self._align_in_window(frame, boxes, face_index, label), n_faces
+        return self._align_in_window(frame, boxes, face_index, label, fallback), n_faces
 
-    def _most_like(self, frame: np.ndarray, largest: Any, like: np.ndarray, label: str) -> Any:
+    def _features(self, image: np.ndarray, fallback: bool) -> Any:
+        """The backend's features of the largest face in `image`, else (`fallback`) dlib CNN's, else None."""
+        features = self.extractors.features(image[None])[0]
+        if features is None and fallback:
+            from facex_data.cnn_faces import features_cnn
+
+            features = features_cnn(self.extractors, image)
+        return features
+
+    def _most_like(self, frame: np.ndarray, largest: Any, like: np.ndarray, label: str, fallback: bool) -> Any:
         """Of the faces in `frame`, the one whose identity embedding is closest (cosine) to `like`."""
-        boxes = self._face_boxes(frame)
+        boxes = self._face_boxes(frame, fallback)
         candidates = [largest]
         for index in range(1, len(boxes)):
             with contextlib.suppress(NoFaceError):
-                candidates.append(self._align_in_window(frame, boxes, index, label))
+                candidates.append(self._align_in_window(frame, boxes, index, label, fallback))
         return max(candidates, key=lambda f: identity_similarity(f.identity, like))
 
-    def _face_boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def _face_boxes(self, frame: np.ndarray, fallback: bool) -> list[tuple[int, int, int, int]]:
+        """The faces' boxes, largest first: the HOG detector's, or (`fallback`, where it finds none) dlib CNN's."""
         from facex_data.faces import detect_faces
 
-        return detect_faces(frame, upsample=self.extractors.options.detector_upsample)
+        boxes = detect_faces(frame, upsample=self.extractors.options.detector_upsample)
+        if not boxes and fallback:
+            from facex_data.cnn_faces import detect_faces_cnn, supports
 
-    def _align_in_window(self, frame: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], index: int, label: str):
+            boxes = detect_faces_cnn(frame) if supports(self.extractors) else []
+        return boxes
+
+    def _align_in_window(
+        self, frame: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], index: int, label: str, fallback: bool
+    ):
         """Align the face in `boxes[index]`: extract from a window around it with the other faces greyed out."""
         left, top, right, bottom = boxes[index]
         h, w = frame.shape[:2]
@@ -234,7 +259,7 @@ class FaceXPipeline:
         for j, (l2, t2, r2, b2) in enumerate(boxes):
             if j != index:
                 window[max(0, t2 - y0) : max(0, b2 - y0), max(0, l2 - x0) : max(0, r2 - x0)] = 127
-        features = self.extractors.features(window[None])[0]
+        features = self._features(window, fallback)
         if features is None:
             raise NoFaceError(f"face {index} of {label} could not be aligned; try another --face-index")
         det = features.detection
