@@ -118,6 +118,28 @@ def test_user_errors_are_one_line_with_nonzero_exit(model_dir, photos, tmp_path,
 
 
 @pytest.mark.real
+def test_a_model_folder_whose_backbone_is_elsewhere_says_so_and_runs_with_backbone(model_dir, tiny_backbone, photos,
+                                                                                   tmp_path):  # fmt: skip
+    """A model folder moved (or DVC-pulled into another checkout) keeps config.json's absolute backbone path."""
+    import json
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(model_dir, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["backbone_path"] = str(tmp_path / "old-checkout" / "data" / "backbone")
+    (moved / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out.png"
+    args = ["swap", "--source", photos["source"], "--target", photos["target"], *common(moved, out)]
+    assert_one_line_error(invoke(*args), str(moved / "config.json"), "old-checkout", "--backbone DIR")
+    result = invoke(*args, "--backbone", tiny_backbone)
+    assert result.exit_code == 0 and out.is_file(), result.output
+    inpainted = invoke("inpaint", "--target", photos["target"], "--mask", photos["target"], *common(moved, out),
+                       "--backbone", tiny_backbone)  # fmt: skip
+    assert inpainted.exit_code == 0, inpainted.output
+
+
+@pytest.mark.real
 def test_several_faces_and_large_images_warn_on_one_line(model_dir, photos, tmp_path):
     big = tmp_path / "big.png"
     Image.open(photos["pair"]).resize((2600, 1500)).save(big)

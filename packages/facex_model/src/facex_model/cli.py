@@ -93,6 +93,11 @@ PairsOpt = Annotated[
     typer.Option("--pairs", help="batch: .csv (header source,target[,out]) or .jsonl rows; paths relative to the file"),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="batch: redo outputs that already exist")]
+BackboneOpt = Annotated[
+    Path | None,
+    typer.Option("--backbone", help="the backbone folder the model was trained on, where config.json's path is "
+                 "not on this machine (a moved or DVC-pulled model folder)"),
+]  # fmt: skip
 
 
 def error(message: str) -> typer.Exit:
@@ -586,6 +591,7 @@ def register(app: typer.Typer) -> None:
             batch_size: BatchSizeOpt = 8,
             overwrite: OverwriteOpt = False,
             weights_dir: WeightsDirOpt = None,
+            backbone: BackboneOpt = None,
         ) -> None:
             _run(task, locals(), {"regions": _regions(regions)} if regions else None)
 
@@ -652,6 +658,7 @@ def register(app: typer.Typer) -> None:
         no_watermark: NoWmOpt = False,
         overwrite: OverwriteOpt = False,
         weights_dir: WeightsDirOpt = None,
+        backbone: BackboneOpt = None,
     ) -> None:
         """Region editing: take --regions (hair, eyes, brows, lips, nose, glasses, ...) from --source."""
         from facex_model.pipeline import Edit
@@ -690,6 +697,7 @@ def register(app: typer.Typer) -> None:
         no_watermark: NoWmOpt = False,
         overwrite: OverwriteOpt = False,
         weights_dir: WeightsDirOpt = None,
+        backbone: BackboneOpt = None,
     ) -> None:
         """Inpainting: regenerate the masked part of the target's face (a batch: one --mask, or a mask column)."""
         if mask is None and pairs is None:

@@ -134,9 +134,19 @@ class FaceXPipeline:
     ) -> FaceXPipeline:
         """Load a model folder (FaceXModel.save_pretrained) or a registry URI `models:/<name>@<alias>` (MLflow).
 
-        `backbone_path` puts another SD-1.5-architecture U-Net/VAE under the trained part (animation/stylisation).
+        `backbone_path` puts another SD-1.5-architecture U-Net/VAE under the trained part (animation/stylisation), or
+        says where the model's own backbone is on this machine when config.json's (absolute) path is not.
         """
         folder = resolve_model(model)
+        if backbone_path is None:
+            named = Path(FaceXModel.read_config(folder).backbone_path)
+            if not (named / "unet").is_dir():
+                raise FileNotFoundError(
+                    f"{folder / CONFIG_NAME} names {named} as the model's backbone, and it has no unet/ there; if the "
+                    "model folder was moved or pulled into another checkout, say where that backbone folder is now: "
+                    "--backbone DIR (command line) or backbone_path=DIR (FaceXPipeline.from_pretrained); the demo's "
+                    "is data/backbone"
+                )
         loaded = FaceXModel.from_pretrained(folder, backbone_path=backbone_path)
         if dtype is not None:
             loaded = loaded.to(dtype)
