@@ -19,8 +19,9 @@ from facex_data.extractors.align import five_points, similarity_transform
 from facex_data.extractors.offline import DlibAligner
 from facex_data.faces import dlib_model_path
 
-# the image is scaled down to this longest side first: MMOD then takes ~2.5 s on one core (6 s at 720 px, 19 s at
-# 1440) and still finds a face that fills a tenth of the side (it sees faces from ~40 px up)
+# the image is scaled down to this longest side first: MMOD then takes 1.3-2.5 s on one core (6 s at 720 px, 19 s at
+# 1440) and still finds every face in the real test photos (at 320 px it misses both paintings); a small face in a
+# large photo can fall below what it sees: such an input stays "no face"
 MAX_SIDE = 480
 
 Box = tuple[int, int, int, int]
