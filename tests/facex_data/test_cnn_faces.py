@@ -4,6 +4,8 @@ the aligner aligns the face in its own."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,6 +82,5 @@ def test_only_the_dlib_aligners_have_the_fallback(offline):
         pass
 
     assert supports(offline)
-    other = build_extractors("offline", ExtractorOptions(crop_size=256))
-    other.aligner = Scrfd()
+    other = dataclasses.replace(offline, aligner=Scrfd())
     assert not supports(other) and features_cnn(other, np.zeros((64, 64, 3), np.uint8)) is None
