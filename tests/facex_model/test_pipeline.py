@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -156,6 +157,40 @@ def test_progressive_editing_in_sequence_and_mixture_in_one_pass(pipe, photos):
     assert calls == {"sd_adapter": 1, "region_encoder": 3} and mixed.steps == []
     assert_outside_mask_is_target(mixed, target)
     assert (mixed.mask > 0).any()
+
+
+@pytest.mark.real
+def test_a_sequential_edit_measures_each_step_output_where_the_target_was_aligned(pipe, photos, monkeypatch):
+    """A generated face need not be detectable (the demo's models give face-coloured blobs): the next edit step
+    measures the previous output at the target's alignment instead of detecting it again."""
+    target = pipe.detect(photos["target"], "target")
+    same = pipe._remeasure(target, target.frame, "again")  # the unchanged frame: exactly the aligner's crop
+    assert np.array_equal(same.features.detection.crop, target.features.detection.crop)
+    assert np.allclose(same.features.identity, target.features.identity, atol=1e-5)
+
+    faced: list = []
+    edit_once = pipe._edit_once
+
+    def faceless_steps(face, references, **options):  # each step's output: a flat grey frame, nothing to detect
+        faced.append(face)
+        out = edit_once(face, references, **options)
+        out.image = Image.new("RGB", out.image.size, (128, 128, 128))
+        return out
+
+    monkeypatch.setattr(pipe, "_edit_once", faceless_steps)
+    with pytest.raises(NoFaceError):
+        pipe.detect(np.full_like(target.frame, 128), "grey")
+    out = pipe(
+        "edit", target=photos["target"], sequential=True, steps=1, watermark=False,
+        edits=[Edit(("lips",), photos["source"]), Edit(("eyes",), photos["other"])],
+    )  # fmt: skip
+    assert len(out.steps) == 2 and len(faced) == 2
+    second = faced[1].features.detection
+    assert np.array_equal(second.transform, target.features.detection.transform)
+    assert np.array_equal(second.landmarks, target.features.detection.landmarks)
+    ones = np.ones(target.frame.shape[:2], np.float32)
+    inside = cv2.warpAffine(ones, second.transform, second.crop.shape[:2]) > 0.999  # wholly inside the frame
+    assert (second.crop[inside] == 128).all() and faced[1].name == "edit step 1 output"
 
 
 def test_mixture_row_takes_each_region_from_its_reference():

@@ -433,7 +433,9 @@ class FaceXPipeline:
         """Region editing (paper Fig 9): several edits mixed in one pass, or applied one after another (progressive).
 
         One pass: every reference is its own side of the batch, and each region's tokens come from its edit's
-        reference. In sequence: each edit runs on the previous output (re-detected).
+        reference. In sequence: each edit runs on the previous output, measured where the target's face was aligned
+        (an edit leaves the face in place; a generated face need not be detectable, and re-detecting it would move
+        each step's paste-back).
         """
         for e in edits:
             _check_regions(e.regions)
@@ -447,12 +449,27 @@ class FaceXPipeline:
             ]
             history.append(self._edit_once(current, references, **options))
             if step + 1 < len(groups):
-                current = self.detect(np.asarray(history[-1].image), f"edit step {step + 1} output")
+                current = self._remeasure(current, np.asarray(history[-1].image), f"edit step {step + 1} output")
         final = history[-1]
         if len(history) > 1:
             merged = np.maximum.reduce([h.mask for h in history])
             final = dataclasses.replace(final, mask=merged, steps=history)
         return final
+
+    def _remeasure(self, face: Face, frame: np.ndarray, name: str) -> Face:
+        """`frame` (the same size as `face.frame`) measured at `face`'s alignment: cropped with its transform as the
+        aligners crop, its landmarks kept."""
+        from facex_data.extractors import AlignedFaces, FaceFeatures
+
+        detection = face.features.detection
+        size = detection.crop.shape[0]
+        crop = cv2.warpAffine(frame, detection.transform, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+        detection = dataclasses.replace(detection, crop=crop)
+        m = self.extractors.measure(AlignedFaces.from_detections([detection]))
+        features = FaceFeatures(detection, m.parsing[0], m.identity[0], m.tdmm[0], m.gaze[0],
+                                None if m.idmap is None else m.idmap[0])  # fmt: skip
+        return Face(frame, features, name, face.n_faces)
 
     def _edit_once(self, target: Face, references: Sequence[tuple[Face, Edit]], **options: Any) -> FaceXOutput:
         # the model's edit row is built on its "source" side: the user's target is what gets edited
