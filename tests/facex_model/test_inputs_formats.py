@@ -66,6 +66,17 @@ def test_exif_orientation_applies_to_masks_and_pil_images(portrait, tmp_path):
     assert loaded[:100].all() and not loaded[100:].any()
 
 
+def test_a_mask_is_scaled_to_the_target_but_one_of_another_shape_is_an_error(tmp_path):
+    mask = np.zeros((60, 80), np.uint8)
+    mask[:30] = 255  # the top half
+    Image.fromarray(mask).save(tmp_path / "half.png")
+    scaled = load_mask(tmp_path / "half.png", (160, 120))  # (W, H): the same shape, twice the size
+    assert scaled.shape == (120, 160) and scaled[:60].all() and not scaled[60:].any()
+    assert load_mask(tmp_path / "half.png", (161, 120)).shape == (120, 161)  # a pixel of rounding: the same shape
+    with pytest.raises(FaceXInputError, match=r"mask is 80x60, the target 60x80: another shape"):
+        load_mask(tmp_path / "half.png", (60, 80))  # a portrait target: stretching would move the painted area
+
+
 def write_bomb_png(path: Path, side: int = 20_000) -> Path:
     """A valid side x side 1-bit grey PNG of zeros: a few hundred kB on disk, 400 M pixels decoded."""
 

@@ -74,7 +74,10 @@ def load_image(image: ImageInput, name: str = "image", max_side: int = 2048, war
 
 
 def load_mask(mask: ImageInput, size: tuple[int, int], name: str = "mask") -> np.ndarray:
-    """A user mask (white = repaint) -> (H, W) float32 {0, 1} at the image's `size` (W, H)."""
+    """A user mask (white = repaint) -> (H, W) float32 {0, 1} at the image's `size` (W, H).
+
+    A mask of another size is scaled to it (the target may have been shrunk on loading); one of another shape is an
+    error, not stretched over the face."""
     if isinstance(mask, (str, Path)):
         path = Path(mask)
         if not path.is_file():
@@ -89,6 +92,12 @@ def load_mask(mask: ImageInput, size: tuple[int, int], name: str = "mask") -> np
             arr = arr.max(axis=-1)
         m = Image.fromarray((arr > (0.5 if arr.dtype.kind == "f" else 127)).astype(np.uint8) * 255)
     if m.size != size:
+        (mw, mh), (w, h) = m.size, size
+        if abs(mw / mh - w / h) > 0.01 * w / h:
+            raise FaceXInputError(
+                f"{name} is {mw}x{mh}, the target {w}x{h}: another shape; paint the mask over the target image itself "
+                "(the same size, or the same shape scaled)"
+            )
         m = m.resize(size, Image.NEAREST)
     out = (np.asarray(m) > 127).astype(np.float32)
     if not out.any():
