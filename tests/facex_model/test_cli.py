@@ -115,6 +115,11 @@ def test_user_errors_are_one_line_with_nonzero_exit(model_dir, photos, tmp_path,
                           "not found in the registry")  # fmt: skip
     assert_one_line_error(invoke("swap", "--source", src, "--target", tgt, "--out", out, "--model", tmp_path / "m"),
                           "folder not found")  # fmt: skip
+    # a mistyped region fails before any model loads (this model folder does not even exist)
+    assert_one_line_error(invoke("swap", "--source", src, "--target", tgt, "--regions", "eyes,eyez", "--out", out,
+                                 "--model", tmp_path / "m"), "--regions: unknown region(s) eyez; known: ")  # fmt: skip
+    assert_one_line_error(invoke("edit", "--target", tgt, "--edit", f"lip={src}", "--out", out, "--model",
+                                 tmp_path / "m"), f"--edit lip={src}: unknown region(s) lip")  # fmt: skip
 
 
 @pytest.mark.real

@@ -134,8 +134,16 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _regions(text: str | None) -> list[str] | None:
-    return [r.strip() for r in text.split(",") if r.strip()] if text else None
+def _regions(text: str | None, option: str = "--regions") -> list[str] | None:
+    """Comma-separated region names, checked before a model loads (a typo fails at once, not after the loading)."""
+    names = [r.strip() for r in text.split(",") if r.strip()] if text else None
+    if names:
+        from facex_model.regions import ALL_REGIONS  # imports torch: only once a command runs
+
+        unknown = [r for r in names if r not in ALL_REGIONS]
+        if unknown:
+            raise error(f"{option}: unknown region(s) {', '.join(unknown)}; known: {', '.join(ALL_REGIONS)}")
+    return names
 
 
 def _model_path(task: str, model: str | None) -> str:
@@ -669,7 +677,7 @@ def register(app: typer.Typer) -> None:
             if not image:
                 raise error(f"--edit {item}: expected REGIONS=IMAGE, e.g. eyes,brows=ref.jpg")
             _check_input(Path(image), "--edit")
-            edits.append(Edit(tuple(_regions(names) or ()), Path(image)))
+            edits.append(Edit(tuple(_regions(names, f"--edit {item}") or ()), Path(image)))
         if not edits and ((source is None and pairs is None) or not regions):
             raise error("edit needs --source and --regions (or one or more --edit REGIONS=IMAGE)")
         extra = {"regions": _regions(regions), "edits": edits or None, "sequential": sequential}
