@@ -55,7 +55,7 @@ def test_predict_from_paths_and_base64_returns_watermarked_pngs(registry, photos
         ]
     )
     out = model.predict(frame)
-    assert list(out.columns) == ["image"] and len(out) == 2
+    assert list(out.columns) == ["image", "error"] and len(out) == 2 and out["error"].isna().all()
     for data in out["image"]:
         image = pyfunc.decode_png(data)
         assert image.size == (320, 288)
@@ -133,3 +133,40 @@ def test_rows_with_the_same_settings_share_a_denoising_batch_and_give_what_one_r
         assert a.shape == b.shape and np.abs(a - b).mean() < 0.05  # each row in its place, float rounding at most
         assert np.abs(a - b).max() <= 8  # (a rounding step can move one watermark block's coefficients)
     assert not np.array_equal(*(np.asarray(pyfunc.decode_png(together[i])) for i in (0, 3)))  # seeds 1 and 3
+
+
+@pytest.mark.real
+def test_a_bad_row_gets_its_reason_the_others_their_images_and_a_shared_image_is_detected_once(
+    registry, photos, monkeypatch
+):
+    import mlflow
+
+    model = mlflow.pyfunc.load_model("models:/facex-swap@champion", model_config={"batch_size": 4})
+    pipeline = model.unwrap_python_model().pipeline
+    detected: list[str] = []
+    detect = pipeline.detect
+    monkeypatch.setattr(pipeline, "detect", lambda image, name="image", *a, **k: detected.append(name)
+                        or detect(image, name, *a, **k))  # fmt: skip
+    source = base64.b64encode(photos["source"].read_bytes()).decode()  # the same base64 text in four rows
+    target = str(photos["target"])
+    requests = [
+        {"task": "swap", "source": source, "target": target, "steps": 1, "seed": 1},
+        {"task": "swap", "source": source, "target": str(photos["dog_01.jpg"]), "steps": 1},
+        {"task": "swap", "source": "not an image", "target": target, "steps": 1},
+        {"task": "swap", "source": source, "target": target, "steps": 1, "seed": 2},
+        {"task": "swap", "source": source, "target": target, "regions": "eyez", "steps": 1},
+        {"task": "inpaint", "target": target, "steps": 1},
+    ]
+    out = model.predict(pd.DataFrame(requests))
+    assert list(out.columns) == ["image", "error"] and len(out) == len(requests)
+    assert list(out["error"].isna()) == [True, False, False, True, False, False]
+    errors = list(out["error"])
+    assert "no face found in target" in errors[1] and "dog_01.jpg" in errors[1]
+    assert "neither an image path nor a base64-encoded image" in errors[2]
+    assert "unknown region(s) eyez" in errors[4] and "needs a mask" in errors[5]
+    assert list(out["image"].isna()) == [False, True, True, False, True, True]
+    made = [np.asarray(pyfunc.decode_png(out["image"][i]).convert("RGB")) for i in (0, 3)]
+    assert made[0].shape == (288, 320, 3) and not np.array_equal(*made)  # seeds 1 and 2
+    # the source once for the four rows that share it, the photo target once for three, the dog once (the inpaint
+    # row detects its target on its own before it is refused)
+    assert sorted(detected) == ["source", "target", "target", "target"]

@@ -9,9 +9,11 @@ one row per request:
     target   path or base64 image
     optional: reference, mask (path or base64), regions (list or "eyes,nose"), steps, cfg_scale, seed, scheduler
 
-and returns a DataFrame with one base64 PNG per row ("image"), watermarked and tagged synthetic/FaceX. Rows of
-swap / headswap / reenact / animate with the same settings go through the U-Net `batch_size` at a time (each with its
-own seed: the images are those of one row at a time, up to float rounding).
+and returns a DataFrame with one row per request: "image", a base64 PNG watermarked and tagged synthetic/FaceX, and
+"error", None or why that row has no image (no face found in its target, an input that is not an image, an unknown
+region, ...: the other rows are made all the same). Rows of swap / headswap / reenact / animate with the same settings
+go through the U-Net `batch_size` at a time (each with its own seed: the images are those of one row at a time, up to
+float rounding); an image that several rows share is decoded and its face detected once per call.
 
 Where the model is loaded on another machine than the one that trained it, the backbone's path in config.json may
 not exist there: MLflow's model config says where it is instead (keys in `LOAD_OPTIONS`), at load time or through
@@ -76,31 +78,85 @@ class FaceXPyfunc(mlflow.pyfunc.PythonModel):
 
     # no type hints on context / model_input: MLflow would turn them into a (wrong) input schema
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # noqa: ANN001
-        requests = [_request(row, params or {}) for row in _rows(model_input)]
+        from facex_model.inputs import FaceXInputError
+
+        decoded: dict[tuple[Any, str], Image.Image] = {}  # one decoding per distinct base64 input
+        requests: list[dict[str, Any] | None] = []
+        errors: list[str | None] = []
+        for row in _rows(model_input):
+            try:
+                requests.append(_request(row, params or {}, decoded))
+                errors.append(None)
+            except ValueError as err:  # a value that is not an image, a number that is not one
+                requests.append(None)
+                errors.append(str(err))
         images: list[Image.Image | None] = [None] * len(requests)
         batches: dict[tuple, list[int]] = defaultdict(list)  # same task and settings -> the rows
         for i, r in enumerate(requests):
+            if r is None:
+                continue
             if r["task"] in BATCHED_TASKS and r["source"] is not None and r["target"] is not None:
                 batches[(r["task"], r["steps"], r["cfg_scale"], r["scheduler"], tuple(r["regions"] or ()))].append(i)
-            else:
+                continue
+            try:
                 images[i] = self.pipeline(**r, watermark=True).image
+            except FaceXInputError as err:
+                errors[i] = str(err)
+        faces: dict[tuple[Any, str], Any] = {}  # one detection per distinct image and role: its Face, or its error
         for rows in batches.values():
             for first in range(0, len(rows), self.batch_size):
-                chunk = [requests[i] for i in rows[first : first + self.batch_size]]
-                pairs = [(self.pipeline.detect(r["source"], "source"), self.pipeline.detect(r["target"], "target"))
-                         for r in chunk]  # fmt: skip
-                head = chunk[0]
-                outputs = self.pipeline.generate_many(
-                    head["task"], pairs, regions=head["regions"], steps=head["steps"], cfg_scale=head["cfg_scale"],
-                    scheduler=head["scheduler"], seeds=[r["seed"] for r in chunk],
-                )  # fmt: skip
-                for i, out in zip(rows[first : first + self.batch_size], outputs, strict=True):
-                    images[i] = self.pipeline.finish(out, watermark=True).image
-        return pd.DataFrame({"image": [encode_png(image) for image in images]})
+                chunk = rows[first : first + self.batch_size]
+                for i, result in zip(chunk, self._generate(requests, chunk, faces), strict=True):
+                    if isinstance(result, Exception):
+                        errors[i] = str(result)
+                    else:
+                        images[i] = result
+        return pd.DataFrame({"image": [None if im is None else encode_png(im) for im in images], "error": errors})
+
+    def _generate(self, requests: list[dict[str, Any]], rows: list[int], faces: dict) -> list[Any]:
+        """One denoising batch of rows with the same settings: each row's watermarked image, or the input error that
+        dropped it from the batch (the others go on)."""
+        from facex_model.inputs import FaceXInputError
+
+        def detect(image: Any, name: str) -> Any:
+            key = (str(image) if isinstance(image, Path) else id(image), name)  # decoded images live for the call
+            if key not in faces:
+                try:
+                    faces[key] = self.pipeline.detect(image, name)
+                except FaceXInputError as err:
+                    faces[key] = err
+            if isinstance(faces[key], FaceXInputError):
+                raise faces[key]
+            return faces[key]
+
+        results: list[Any] = [None] * len(rows)
+        ready, pairs = [], []
+        for k, i in enumerate(rows):
+            try:
+                pairs.append((detect(requests[i]["source"], "source"), detect(requests[i]["target"], "target")))
+                ready.append(k)
+            except FaceXInputError as err:
+                results[k] = err
+        if not ready:
+            return results
+        head = requests[rows[ready[0]]]
+        try:
+            outputs = self.pipeline.generate_many(
+                head["task"], pairs, regions=head["regions"], steps=head["steps"], cfg_scale=head["cfg_scale"],
+                scheduler=head["scheduler"], seeds=[requests[rows[k]]["seed"] for k in ready],
+            )  # fmt: skip
+        except FaceXInputError as err:  # a setting these rows share (an unknown region, say)
+            outputs = [err] * len(ready)
+        for k, out in zip(ready, outputs, strict=True):
+            results[k] = out if isinstance(out, Exception) else self.pipeline.finish(out, watermark=True).image
+        return results
 
 
-def _request(row: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """One row (its values first, then `params`, then the defaults) -> FaceXPipeline's arguments."""
+def _request(
+    row: Mapping[str, Any], params: Mapping[str, Any], decoded: dict[tuple[Any, str], Image.Image] | None = None
+) -> dict[str, Any]:
+    """One row (its values first, then `params`, then the defaults) -> FaceXPipeline's arguments (`decoded` keeps
+    each base64 image decoded once)."""
 
     def arg(name: str, default: Any = None) -> Any:
         value = row.get(name, params.get(name, default))
@@ -111,10 +167,10 @@ def _request(row: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any
         regions = [r.strip() for r in regions.split(",") if r.strip()]
     return {
         "task": str(arg("task", "swap")),
-        "source": _image(arg("source")),
-        "target": _image(arg("target")),
-        "reference": _image(arg("reference")),
-        "mask": _image(arg("mask"), mode="L"),
+        "source": _image(arg("source"), decoded=decoded),
+        "target": _image(arg("target"), decoded=decoded),
+        "reference": _image(arg("reference"), decoded=decoded),
+        "mask": _image(arg("mask"), mode="L", decoded=decoded),
         "regions": list(regions) if regions is not None else None,
         "steps": int(arg("steps", DEFAULT_STEPS)),
         "cfg_scale": float(arg("cfg_scale", 3.0)),
@@ -141,20 +197,28 @@ def _rows(model_input: Any) -> list[dict[str, Any]]:
     raise TypeError(f"FaceX predict takes a DataFrame, a dict or a list of dicts, not {type(model_input).__name__}")
 
 
-def _image(value: Any, mode: str = "RGB") -> Any:
-    """A path stays a path (the pipeline reports missing files); anything else is decoded as base64."""
+def _image(value: Any, mode: str = "RGB", decoded: dict[tuple[Any, str], Image.Image] | None = None) -> Any:
+    """A path stays a path (the pipeline reports missing files); bytes are an encoded image, any other text base64.
+    With `decoded`, each distinct value is decoded once per mode: rows that share an image share one object."""
+    from facex_model.inputs import FaceXInputError
+
     if value is None:
         return None
-    if isinstance(value, (bytes, bytearray)):
-        return Image.open(io.BytesIO(value)).convert(mode)
-    text = str(value)
-    if len(text) < 4096 and Path(text).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".mp4"):
-        return Path(text)
+    key = bytes(value) if isinstance(value, (bytes, bytearray)) else str(value)
+    if isinstance(key, str) and len(key) < 4096 and Path(key).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp",
+                                                                                 ".mp4"):  # fmt: skip
+        return Path(key)
+    if decoded is not None and (key, mode) in decoded:
+        return decoded[key, mode]
     try:
-        raw = base64.b64decode(text, validate=True)
-        return Image.open(io.BytesIO(raw)).convert(mode)
+        raw = key if isinstance(key, bytes) else base64.b64decode(key, validate=True)
+        image = Image.open(io.BytesIO(raw)).convert(mode)
     except (ValueError, OSError) as err:
-        raise ValueError(f"input {text[:40]!r}...: neither an image path nor a base64-encoded image ({err})") from None
+        shown = key[:40] if isinstance(key, str) else f"{len(key)} bytes"
+        raise FaceXInputError(f"input {shown!r}...: neither an image path nor a base64-encoded image ({err})") from None
+    if decoded is not None:
+        decoded[key, mode] = image
+    return image
 
 
 def encode_png(image: Image.Image) -> str:
