@@ -10,10 +10,10 @@ one row per request:
     optional: reference, mask (path or base64), regions (list or "eyes,nose"), steps, cfg_scale, seed, scheduler
 
 and returns a DataFrame with one row per request: "image", a base64 PNG watermarked and tagged synthetic/FaceX, and
-"error", None or why that row has no image (no face found in its target, an input that is not an image, an unknown
-region, ...: the other rows are made all the same). Rows of swap / headswap / reenact / animate with the same settings
-go through the U-Net `batch_size` at a time (each with its own seed: the images are those of one row at a time, up to
-float rounding); an image that several rows share is decoded and its face detected once per call.
+"error", empty (null) or why that row has no image (no face found in its target, an input that is not an image, an
+unknown region, ...: the other rows are made all the same). Rows of swap / headswap / reenact / animate with the same
+settings go through the U-Net `batch_size` at a time (each with its own seed: the images are those of one row at a
+time, up to float rounding); an image that several rows share is decoded and its face detected once per call.
 
 Where the model is loaded on another machine than the one that trained it, the backbone's path in config.json may
 not exist there: MLflow's model config says where it is instead (keys in `LOAD_OPTIONS`), at load time or through
