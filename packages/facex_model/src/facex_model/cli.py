@@ -422,6 +422,8 @@ def _run_batch(
     """Every job on the loaded pipeline: a progress bar, one line per failure, the summary printed and saved."""
     from tqdm import tqdm
 
+    from facex_model.pipeline import FaceMemo
+
     def note(message: str) -> None:
         tqdm.write(f"warning: {message}", file=sys.stderr)
 
@@ -430,7 +432,7 @@ def _run_batch(
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / f"{task}_summary.json"
     pending: list[Job] = []  # image jobs waiting for a full denoising batch
-    sources: dict[str, Any] = {}  # source path -> its detected face (or why it has none), for the whole run
+    sources = FaceMemo(pipe, SOURCE_CACHE)  # each source path's detected face (or why it has none), for the run
 
     def record_of(job: Job) -> Outcome:
         return Outcome(str(job.target), None if job.source is None else str(job.source), str(job.out), "written")
@@ -496,19 +498,19 @@ def _run_image_jobs(
     like: Any,
     options: dict[str, Any],
     extra: dict[str, Any] | None,
-    sources: dict[str, Any],
+    sources: Any,
 ) -> list[Exception | None]:
     """Image jobs of a source task in one denoising batch: detect, generate, write; -> per job, the error that
     stopped it (a bad input stops only its own job; a failed batch, e.g. out of memory, all of its jobs) or None.
 
-    `sources` keeps each source image's detected face (or the error it raised) for the whole run: a folder of
-    targets with one source detects that source once."""
+    `sources` (a FaceMemo) keeps each source image's detected face (or the error it raised) for the whole run: a
+    folder of targets with one source detects that source once."""
     errors: list[Exception | None] = [None] * len(jobs)
     ready = []  # (job index, source face, target face)
     for k, job in enumerate(jobs):
         try:
             target = pipe.detect(job.target, "target", options["face_index"], like)
-            source = _source_face(pipe, job.source, options["source_face_index"], sources)
+            source = sources.detect(str(job.source), job.source, "source", options["source_face_index"])
         except Exception as err:  # recorded with its reason, as in a one-by-one run
             errors[k] = err
             continue
@@ -531,22 +533,6 @@ def _run_image_jobs(
         except Exception as err:  # a file that could not be written
             errors[k] = err
     return errors
-
-
-def _source_face(pipe: Any, path: Path, face_index: int | None, sources: dict[str, Any]) -> Any:
-    """The source's detected face, detected once per path in a run (its error too: raised again for each job)."""
-    key = str(path)
-    if key not in sources:
-        if len(sources) >= SOURCE_CACHE:  # --pairs with many sources: keep the latest ones
-            sources.pop(next(iter(sources)))
-        try:
-            sources[key] = pipe.detect(path, "source", face_index)
-        except Exception as err:  # no face, not an image: the same answer for every job with this source
-            sources[key] = err
-    found = sources[key]
-    if isinstance(found, Exception):
-        raise found
-    return found
 
 
 def _named(outcome: Outcome) -> str:

@@ -82,6 +82,29 @@ class FaceXOutput:
         return image_grid(panels, tile)
 
 
+class FaceMemo:
+    """Faces detected once per input over a run (a batch of jobs, one pyfunc call): `detect(key, ...)` gives the Face
+    found the first time `key` was asked for, or raises again the error that detection raised (no face, not an
+    image). `limit` keeps only the latest that many."""
+
+    def __init__(self, pipe: FaceXPipeline, limit: int | None = None) -> None:
+        self.pipe, self.limit = pipe, limit
+        self.found: dict[Any, Face | Exception] = {}
+
+    def detect(self, key: Any, image: ImageInput, name: str, face_index: int | None = None) -> Face:
+        if key not in self.found:
+            if self.limit is not None and len(self.found) >= self.limit:
+                self.found.pop(next(iter(self.found)))
+            try:
+                self.found[key] = self.pipe.detect(image, name, face_index)
+            except Exception as err:  # the same answer for every use of this input
+                self.found[key] = err
+        found = self.found[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
 def image_grid(panels: Sequence[Image.Image | np.ndarray], tile: int = 256) -> Image.Image:
     """Images side by side, each letterboxed (aspect kept) into a `tile` x `tile` square on black."""
     grid = Image.new("RGB", (tile * len(panels), tile))
@@ -730,7 +753,8 @@ def _known() -> str:
 
 
 __all__ = [
-    "FACE_REGIONS", "HEAD_REGIONS", "TASKS", "Edit", "Face", "FaceXInputError", "FaceXOutput", "FaceXPipeline",
+    "FACE_REGIONS", "HEAD_REGIONS", "TASKS", "Edit", "Face", "FaceMemo", "FaceXInputError", "FaceXOutput",
+    "FaceXPipeline",
     "ImageInput", "NoFaceError", "identity_similarity", "image_grid", "load_image", "load_mask", "paste_back",
     "resolve_model",
 ]  # fmt: skip

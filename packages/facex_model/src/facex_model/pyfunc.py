@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from facex_model.pipeline import find_model_dir
+from facex_model.pipeline import FaceMemo, find_model_dir
 
 ARTIFACT_KEY = "model_dir"
 DEFAULT_STEPS = 20
@@ -102,7 +102,7 @@ class FaceXPyfunc(mlflow.pyfunc.PythonModel):
                 images[i] = self.pipeline(**r, watermark=True).image
             except FaceXInputError as err:
                 errors[i] = str(err)
-        faces: dict[tuple[Any, str], Any] = {}  # one detection per distinct image and role: its Face, or its error
+        faces = FaceMemo(self.pipeline)  # one detection per distinct image and role: its Face, or its error
         for rows in batches.values():
             for first in range(0, len(rows), self.batch_size):
                 chunk = rows[first : first + self.batch_size]
@@ -113,21 +113,13 @@ class FaceXPyfunc(mlflow.pyfunc.PythonModel):
                         images[i] = result
         return pd.DataFrame({"image": [None if im is None else encode_png(im) for im in images], "error": errors})
 
-    def _generate(self, requests: list[dict[str, Any]], rows: list[int], faces: dict) -> list[Any]:
+    def _generate(self, requests: list[dict[str, Any]], rows: list[int], faces: FaceMemo) -> list[Any]:
         """One denoising batch of rows with the same settings: each row's watermarked image, or the input error that
         dropped it from the batch (the others go on)."""
         from facex_model.inputs import FaceXInputError
 
         def detect(image: Any, name: str) -> Any:
-            key = (str(image) if isinstance(image, Path) else id(image), name)  # decoded images live for the call
-            if key not in faces:
-                try:
-                    faces[key] = self.pipeline.detect(image, name)
-                except FaceXInputError as err:
-                    faces[key] = err
-            if isinstance(faces[key], FaceXInputError):
-                raise faces[key]
-            return faces[key]
+            return faces.detect((str(image) if isinstance(image, Path) else id(image), name), image, name)
 
         results: list[Any] = [None] * len(rows)
         ready, pairs = [], []
