@@ -193,6 +193,29 @@ def test_a_sequential_edit_measures_each_step_output_where_the_target_was_aligne
     assert (second.crop[inside] == 128).all() and faced[1].name == "edit step 1 output"
 
 
+@pytest.mark.parametrize("detector", ["scrfd", "dlib"])
+def test_remeasuring_at_a_paper_backend_alignment_gives_its_own_crop_and_features(pipe, tmp_path, monkeypatch,
+                                                                                  detector):  # fmt: skip
+    """The paper profile's aligners (random-weight stand-ins) crop as the sequential edit re-crops."""
+    import torch
+    from skimage import data
+
+    from facex_data.extractors import ExtractorOptions, build_extractors
+    from facex_data.standins import write_random_standins
+    from facex_model.pipeline import Face
+
+    torch.set_num_threads(1)
+    write_random_standins(tmp_path / "weights")
+    extractors = build_extractors("paper", ExtractorOptions(crop_size=128, weights_dir=tmp_path / "weights",
+                                                            detector=detector))  # fmt: skip
+    frame = data.astronaut()
+    (found,) = extractors.features(frame[None])
+    monkeypatch.setattr(pipe, "_extractors", extractors)
+    again = pipe._remeasure(Face(frame, found, "astronaut"), frame, "again").features
+    assert np.array_equal(again.detection.crop, found.detection.crop) and np.array_equal(again.idmap, found.idmap)
+    assert np.allclose(again.identity, found.identity, atol=1e-5) and np.array_equal(again.parsing, found.parsing)
+
+
 def test_mixture_row_takes_each_region_from_its_reference():
     from facex_model.pipeline import mixture_row
 
