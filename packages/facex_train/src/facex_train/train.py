@@ -4,14 +4,15 @@
 ``TorchTrainer``). Each worker holds the frozen backbone and the trainable part; DDP averages the
 gradients of the trainable parameters only. Per optimizer step: ``grad_accum`` micro-batches,
 gradient clipping, AdamW at a constant learning rate (diffusers' ``get_scheduler``, optional
-warm-up), optional EMA (diffusers' ``EMAModel``), bf16/fp16 autocast on GPU, fp32 on CPU.
+warm-up), optional EMA (diffusers' ``EMAModel``), ``compute.mixed_precision`` autocast (bf16, or fp16 with
+PyTorch's gradient scaler; on every device, the default ``no`` keeps fp32).
 
 Checkpoints (every ``checkpoint_every`` steps and at the end, through ``ray.train.report``) are a
 folder that is also a loadable FaceX model dir::
 
     config.json, facex_trainable.safetensors   the trainable part (EMA weights when EMA is on)
     train_state.safetensors                    raw weights, AdamW moments, EMA shadow
-    train_state.json                           step, LR scheduler, AdamW param groups, loss history
+    train_state.json                           step, LR scheduler, AdamW param groups, loss history, fp16 loss scale
     rank-<r>.json, rank-<r>.rng.safetensors    per worker: data position and RNG states
 
 Resume: Ray Train hands a restarted worker group (``FailureConfig`` retries) the latest checkpoint,
@@ -164,6 +165,7 @@ def save_checkpoint(
     generator: torch.Generator,
     resumes: list[int] | None = None,
     timings: list[list[float]] | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write this worker's part of a checkpoint (rank 0: the shared state; every rank: its RNG + data position)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,6 +184,7 @@ def save_checkpoint(
             "param_groups": groups,
             "lr_scheduler": lr_scheduler.state_dict(),
             "ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"} if ema is not None else None,
+            "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else {},  # {} unless fp16
         }
         (folder / STATE_JSON).write_text(json.dumps(meta, default=_json_default))
         # the checkpoint folder is also a model dir: EMA weights when EMA is on
@@ -204,6 +207,7 @@ def load_checkpoint(
     lr_scheduler: Any,
     ema: Any,
     generator: torch.Generator,
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[int, list[float], DataPosition, list[int]]:
     """Restore what :func:`save_checkpoint` wrote: (step, loss history, this rank's data position, resume steps)."""
     meta = json.loads((folder / STATE_JSON).read_text())
@@ -216,6 +220,8 @@ def load_checkpoint(
     lr_scheduler.load_state_dict(meta["lr_scheduler"])
     if ema is not None:
         ema.load_state_dict({**meta["ema"], "shadow_params": [raw[f"ema.{i}"] for i in range(len(params))]})
+    if grad_scaler is not None and meta.get("grad_scaler"):
+        grad_scaler.load_state_dict(meta["grad_scaler"])
     rank_file = folder / f"rank-{rank}.json"
     if not rank_file.is_file():
         raise FileNotFoundError(
@@ -302,6 +308,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                   fused=device.type == "cuda")  # fmt: skip
     lr_scheduler = _constant_schedule(optimizer, train.warmup_steps)
     ema = _make_ema(params, train.ema_decay)
+    precision = MixedPrecision(device, job.compute.mixed_precision)
     generator = torch.Generator().manual_seed(train.seed * 1009 + rank)
 
     step, losses, position, resumes, timings = 0, [], DataPosition(), [], []
@@ -310,7 +317,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             step, losses, position, resumes = load_checkpoint(
                 Path(folder), rank=rank, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema,
-                generator=generator,
+                generator=generator, grad_scaler=precision.scaler,
             )  # fmt: skip
         resumes.append(step)
         if rank == 0:
@@ -330,7 +337,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     batches = iter(loader)
     tracker = _Tracker(job) if rank == 0 else None
-    autocast = _autocast(device, job.compute.mixed_precision)
 
     while step < job.steps:
         started = time.perf_counter()
@@ -344,15 +350,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batch = features.batch_to(batch, device)
             data_seconds += time.perf_counter() - fetch
             sync = contextlib.nullcontext() if micro == train.grad_accum - 1 or world == 1 else ddp.no_sync()
-            with sync, autocast:
-                loss = ddp(batch, task=job.task, generator=generator, snr_gamma=train.snr_gamma or None)
-            (loss / train.grad_accum).backward()
+            with sync:
+                with precision.autocast():
+                    loss = ddp(batch, task=job.task, generator=generator, snr_gamma=train.snr_gamma or None)
+                precision.backward(loss / train.grad_accum)
             total += loss.detach() / train.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        if ema is not None:
-            ema.step(params)
+        grad_norm, stepped = precision.step(optimizer, params, train.max_grad_norm)
+        if stepped:  # an fp16 step with overflowed gradients is skipped (and the loss scale lowered)
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step(params)
         step += 1
         mean_loss = _mean_over_workers(total, world)
         losses.append(mean_loss)
@@ -360,12 +367,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         timings.append([seconds, data_seconds])
         metrics = {
             "loss": mean_loss,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "lr": lr_scheduler.get_last_lr()[0],
             "samples_per_s": train.batch_size / seconds,
             "data_share": data_seconds / seconds,
             "step": step,
         }
+        if precision.scaler.is_enabled():
+            metrics["loss_scale"] = precision.scaler.get_scale()
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"loss became {mean_loss} at step {step}: lower train.learning_rate")
         if tracker is not None and step % train.log_every == 0:
@@ -383,7 +392,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 save_checkpoint(
                     Path(tmp), rank=rank, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema,
                     step=step, losses=losses, position=position, generator=generator, resumes=resumes,
-                    timings=timings,
+                    timings=timings, grad_scaler=precision.scaler,
                 )  # fmt: skip
                 ray.train.report(
                     metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -412,11 +421,37 @@ def _make_ema(params: list[torch.nn.Parameter], decay: float):
     return EMAModel(params, decay=decay)
 
 
-def _autocast(device: torch.device, mixed_precision: str):
-    if device.type != "cuda" or mixed_precision == "no":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+class MixedPrecision:
+    """``compute.mixed_precision`` on one device: the forward passes' autocast, and for fp16 PyTorch's gradient
+    scaler. fp16 gradients below ~6e-8 flush to zero (bf16 has fp32's range and needs none): the scaler multiplies
+    the loss before backward, divides the gradients before clipping, skips a step whose gradients overflowed and
+    lowers the scale, raising it again after a run of good steps. Autocast applies on every device; on a CPU without
+    bf16/fp16 arithmetic it is several times slower than fp32 (the default, ``no``)."""
+
+    def __init__(self, device: torch.device, mode: str) -> None:
+        self.device_type = device.type
+        self.dtype = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float):
+        """Unscale, clip and step: (the gradients' norm before clipping, whether the optimizer stepped)."""
+        self.scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not self.scaler.is_enabled():
+            optimizer.step()
+            return grad_norm, True
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)  # skipped where the unscaled gradients hold inf/nan
+        self.scaler.update()
+        return grad_norm, self.scaler.get_scale() >= scale
 
 
 def _mean_over_workers(value: torch.Tensor, world: int) -> float:
