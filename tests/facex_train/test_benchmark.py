@@ -388,13 +388,15 @@ def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, model_dir, tm
     assert a == b
 
 
-def test_the_cli_reports_a_bad_root_in_one_line(model_dir, tmp_path):
+def test_the_cli_reports_a_bad_root_in_one_line_before_loading_the_model(tmp_path):
     from facex_data.cli import app, load_commands
 
+    missing_model = tmp_path / "no-model"  # the root is checked first: no model is loaded to say it is wrong
     result = CliRunner().invoke(load_commands(app), ["benchmark", "run", "ffhq-headswap", "--root", str(tmp_path),
-                                                     "--model", str(model_dir), "--out", str(tmp_path / "o")])
+                                                     "--model", str(missing_model), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"error: FFHQ: expected the folder {tmp_path / ds.FFHQ_IMAGES}" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_pair_whose_input_holds_no_face_is_skipped_and_counted(layouts, pipe, tmp_path):

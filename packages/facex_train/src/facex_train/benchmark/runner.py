@@ -182,17 +182,16 @@ class BenchmarkRun:
         overwrite: bool = False,
         published: dict[str, Any] | None = None,
         trained_on: frozenset[str] | None = None,
+        pair_list: dict[str, Any] | None = None,
     ) -> None:
-        """`trained_on`: the clip ids the model learned from (:func:`model_training_clips`; None: not recorded)."""
+        """`trained_on`: the clip ids the model learned from (:func:`model_training_clips`; None: not recorded).
+        `pair_list`: :func:`build_pair_list`'s answer for these roots and settings, if the caller has it already."""
         self.protocol, self.roots, self.pipe = protocol, roots, pipe
         self.trained_on = trained_on
         self.published = published if published is not None else published_tables()
         self.model_name, self.out_dir, self.settings = model_name, Path(out_dir), settings
         self.weights_dir = weights_dir
-        try:
-            self.pair_list = build_pair_list(protocol, roots, pair_settings)
-        except LayoutError as err:
-            raise BenchmarkError(str(err)) from None
+        self.pair_list = pair_list if pair_list is not None else _pair_list(protocol, roots, pair_settings)
         self.pair_bytes = pair_list_bytes(self.pair_list)
         self.training_pairs = {p["pair"] for p in self.pair_list["pairs"]
                                if {_clip_id(p["source"]), _clip_id(p["target"])} & (trained_on or set())}  # fmt: skip
@@ -582,6 +581,7 @@ def run_benchmark(
     missing = [d for d in protocol.datasets if d not in roots]
     if missing:
         raise BenchmarkError(f"{protocol.name} needs a root for {', '.join(missing)}")
+    pair_list = _pair_list(protocol, roots, pair_settings)  # a root in the wrong layout fails before the model loads
     if tracking_uri:
         import mlflow
 
@@ -594,7 +594,7 @@ def run_benchmark(
     name = model_name(model)
     try:
         job = BenchmarkRun(protocol, roots, pipe, name, out_dir, settings, pair_settings, weights_dir, overwrite,
-                           published, model_training_clips(folder))  # fmt: skip
+                           published, model_training_clips(folder), pair_list)  # fmt: skip
         if job.training_pairs:
             counts = {"pairs_from_training_clips": len(job.training_pairs), "pairs": len(job.pair_list["pairs"])}
             say(f"warning: {job.held_out_note(counts)}")
@@ -603,6 +603,13 @@ def run_benchmark(
         raise BenchmarkError(str(err)) from None
     log_to_mlflow(result, out_dir, model, tracking_uri, run_id, say=say, experiment_id=experiment_id)
     return result
+
+
+def _pair_list(protocol: Protocol, roots: dict[str, Path], pair_settings: PairSettings) -> dict[str, Any]:
+    try:
+        return build_pair_list(protocol, roots, pair_settings)
+    except LayoutError as err:
+        raise BenchmarkError(str(err)) from None
 
 
 def model_name(model: str) -> str:
