@@ -37,6 +37,21 @@ def test_the_aligners_own_box_gives_exactly_its_own_detection(offline, real_data
     np.testing.assert_array_equal(again.points5, own.points5)
 
 
+def test_the_aligners_boxes_list_every_face_its_own_first(offline, real_data):
+    """DlibAligner.boxes (what a face index counts): every HOG face, larger first, the one align keeps first."""
+    big = np.asarray(Image.fromarray(image(real_data, "portrait_05.jpg")).resize((300, 300)))
+    small = np.asarray(Image.fromarray(image(real_data, "portrait_02.jpg")).resize((200, 200)))
+    for order in ((big, small), (small, big)):
+        canvas = np.full((360, 640, 3), 90, np.uint8)
+        canvas[: order[0].shape[0], : order[0].shape[1]] = order[0]
+        canvas[50 : 50 + order[1].shape[0], 320 : 320 + order[1].shape[1]] = order[1]
+        kept = offline.aligner.align(canvas)
+        boxes = offline.aligner.boxes(canvas)
+        assert len(boxes) == kept.n_faces == 2 and boxes[0] == kept.bbox
+        assert (boxes[0][2] - boxes[0][0]) > (boxes[1][2] - boxes[1][0])
+        assert sorted(boxes) == sorted(detect_faces(canvas, upsample=0))
+
+
 def test_cnn_finds_the_frontal_portrait_hog_misses_and_aligns_it(offline, real_data):
     frame = image(real_data, "portrait_01.jpg")  # glasses and a grimace: HOG finds nothing, even upsampled
     assert detect_faces(frame, upsample=1) == [] and offline.features(frame[None]) == [None]

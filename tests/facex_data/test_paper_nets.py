@@ -22,6 +22,7 @@ from facex_data.extractors.paper import (
     Deep3DCoefficients,
     L2CSGaze,
     ScrfdAligner,
+    _ranked,
     deep3d_crop,
     layer4_tensor,
     load_lm3d,
@@ -219,6 +220,12 @@ def test_scrfd_onnx_through_insightface_gives_crop_68_landmarks_and_5_points(tmp
         assert d.points5.shape == (5, 2)
         # the detected 5 points land on the crop template (least squares: within a few pixels)
         np.testing.assert_allclose(d.points5, crop_template(CROP), atol=3.0)
+    for frame, d in zip(frames, detections):  # the faces a face index counts: the kept one first, all of them
+        boxes = aligner.boxes(frame)
+        assert boxes[0] == d.bbox and len(boxes) == d.n_faces
+    # the rank: larger first, ties by position (left, then top), as align picks its face
+    ranked = _ranked(np.array([[5, 0, 15, 10, 0.9], [0, 0, 20, 20, 0.8], [0, 4, 10, 14, 0.9], [0, 0, 10, 10, 0.7]]))
+    assert ranked.tolist() == [1, 3, 2, 0]
 
 
 def test_non_detector_onnx_is_refused_as_detector(tmp_path):

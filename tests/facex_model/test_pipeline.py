@@ -239,6 +239,40 @@ def test_face_index_picks_the_smaller_face_and_several_faces_warn(model_dir, pho
         pipe("swap", photos["source"], photos["pair"], steps=1, face_index=2)
 
 
+class SmallestFirst:
+    """A backend detector that ranks faces its own way (here smallest first), as SCRFD's ranking and count can differ
+    from dlib HOG's: it aligns its first face, and `boxes` lists the faces in its order."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str):
+        return getattr(self.base, name)
+
+    def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        return self.base.boxes(frame)[::-1]
+
+    def __call__(self, frames: np.ndarray) -> list:
+        from facex_data.cnn_faces import align_box
+
+        ranked = [self.boxes(frame) for frame in frames]
+        return [align_box(self.base, f, b[0], len(b)) if b else None for f, b in zip(frames, ranked)]
+
+
+@pytest.mark.real
+def test_face_index_counts_faces_in_the_backend_detectors_order(model_dir, photos):
+    """--face-index N is the backend detector's N-th face, whatever dlib HOG would rank N-th: with a detector that
+    ranks the smaller face first, index 0 is the smaller face and index 1 the larger (it was the same face twice)."""
+    import dataclasses
+
+    pipe = FaceXPipeline.from_pretrained(model_dir, warn=lambda _: None)
+    pipe._extractors = dataclasses.replace(pipe.extractors, aligner=SmallestFirst(pipe.extractors.aligner))
+    cols = lambda m: np.nonzero(m.max(axis=0) > 0)[0].mean()  # noqa: E731
+    first = pipe("swap", photos["source"], photos["pair"], steps=1, face_index=0, watermark=False)
+    second = pipe("swap", photos["source"], photos["pair"], steps=1, face_index=1, watermark=False)
+    assert cols(second.mask) < 300 < cols(first.mask)
+
+
 def sample_pair(sample_frames) -> tuple[Path, Path]:
     names = sorted(sample_frames)
     source = next(sample_frames[n] for n in names if "grace" in n)

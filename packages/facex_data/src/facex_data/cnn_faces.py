@@ -14,7 +14,7 @@ import functools
 import cv2
 import numpy as np
 
-from facex_data.extractors import AlignedFaces, Detection, ExtractorSet, FaceFeatures
+from facex_data.extractors import Detection, ExtractorSet, FaceFeatures
 from facex_data.extractors.align import five_points, similarity_transform
 from facex_data.extractors.offline import DlibAligner
 from facex_data.faces import dlib_model_path
@@ -76,7 +76,4 @@ def features_cnn(extractors: ExtractorSet, frame: np.ndarray) -> FaceFeatures | 
     boxes = detect_faces_cnn(frame)
     if not boxes:
         return None
-    detection = align_box(extractors.aligner, frame, boxes[0], len(boxes))
-    m = extractors.measure(AlignedFaces.from_detections([detection]))
-    idmap = None if m.idmap is None else m.idmap[0]
-    return FaceFeatures(detection, m.parsing[0], m.identity[0], m.tdmm[0], m.gaze[0], idmap)
+    return extractors.measured([align_box(extractors.aligner, frame, boxes[0], len(boxes))])[0]

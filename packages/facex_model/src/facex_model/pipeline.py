@@ -270,10 +270,9 @@ class FaceXPipeline:
         return max(candidates, key=lambda f: identity_similarity(f.identity, like))
 
     def _face_boxes(self, frame: np.ndarray, fallback: bool) -> list[tuple[int, int, int, int]]:
-        """The faces' boxes, largest first: the HOG detector's, or (`fallback`, where it finds none) dlib CNN's."""
-        from facex_data.faces import detect_faces
-
-        boxes = detect_faces(frame, upsample=self.extractors.options.detector_upsample)
+        """The faces' boxes in the backend detector's order (the first is the face it aligns), or (`fallback`,
+        where it finds none) dlib CNN's, largest first."""
+        boxes = self.extractors.aligner.boxes(frame)
         if not boxes and fallback:
             from facex_data.cnn_faces import detect_faces_cnn, supports
 
@@ -482,16 +481,11 @@ class FaceXPipeline:
     def _remeasure(self, face: Face, frame: np.ndarray, name: str) -> Face:
         """`frame` (the same size as `face.frame`) measured at `face`'s alignment: cropped with its transform as the
         aligners crop, its landmarks kept."""
-        from facex_data.extractors import AlignedFaces, FaceFeatures
-
         detection = face.features.detection
         size = detection.crop.shape[0]
         crop = cv2.warpAffine(frame, detection.transform, (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
-        detection = dataclasses.replace(detection, crop=crop)
-        m = self.extractors.measure(AlignedFaces.from_detections([detection]))
-        features = FaceFeatures(detection, m.parsing[0], m.identity[0], m.tdmm[0], m.gaze[0],
-                                None if m.idmap is None else m.idmap[0])  # fmt: skip
+        features = self.extractors.measured([dataclasses.replace(detection, crop=crop)])[0]
         return Face(frame, features, name, face.n_faces)
 
     def _edit_once(self, target: Face, references: Sequence[tuple[Face, Edit]], **options: Any) -> FaceXOutput:

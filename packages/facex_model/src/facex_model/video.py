@@ -54,17 +54,12 @@ def realign(
     pipe: FaceXPipeline, frame: np.ndarray, detection, transform: np.ndarray, landmarks: np.ndarray, points5: np.ndarray
 ):
     """A frame's features measured on the crop a smoothed transform gives (landmarks and 5 points in frame space)."""
-    from facex_data.extractors import AlignedFaces, FaceFeatures
-
     ex = pipe.extractors
     size = ex.options.crop_size
     crop = cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
     lmk = (landmarks @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
     pts = (points5 @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
-    m = ex.measure(AlignedFaces(crop[None], lmk[None], pts[None]))
-    smoothed = dataclasses.replace(detection, crop=crop, landmarks=lmk, transform=transform, points5=pts)
-    return FaceFeatures(smoothed, m.parsing[0], m.identity[0], m.tdmm[0], m.gaze[0],
-                        None if m.idmap is None else m.idmap[0])  # fmt: skip
+    return ex.measured([dataclasses.replace(detection, crop=crop, landmarks=lmk, transform=transform, points5=pts)])[0]
 
 
 def to_frame_coords(landmarks: np.ndarray, transform: np.ndarray) -> np.ndarray:

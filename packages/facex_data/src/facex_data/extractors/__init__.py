@@ -146,6 +146,11 @@ class FaceAligner(Protocol):
 
     def __call__(self, frames: np.ndarray) -> list[Detection | None]: ...
 
+    def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """(left, top, right, bottom) of every face this detector finds in one (H, W, 3) uint8 RGB frame, in the
+        order it ranks them: the first is the face `__call__` keeps (so a face index means the same face to both)."""
+        ...
+
 
 @dataclass
 class ExtractorSet:
@@ -197,20 +202,16 @@ class ExtractorSet:
     def features(self, frames: np.ndarray) -> list[FaceFeatures | None]:
         """Align and measure the largest face of each (B, H, W, 3) uint8 RGB frame; None where none is found."""
         detections = self.aligner(frames)
-        found = [d for d in detections if d is not None]
-        if not found:
-            return [None] * len(detections)
-        m = self.measure(AlignedFaces.from_detections(found))
-        out: list[FaceFeatures | None] = []
-        j = 0
-        for d in detections:
-            if d is None:
-                out.append(None)
-                continue
-            out.append(FaceFeatures(d, m.parsing[j], m.identity[j], m.tdmm[j], m.gaze[j],
-                                    None if m.idmap is None else m.idmap[j]))  # fmt: skip
-            j += 1
-        return out
+        found = iter(self.measured([d for d in detections if d is not None]))
+        return [None if d is None else next(found) for d in detections]
+
+    def measured(self, detections: Sequence[Detection]) -> list[FaceFeatures]:
+        """Faces already aligned (by the aligner, or re-cropped at a kept alignment) -> their features, one each."""
+        if not detections:
+            return []
+        m = self.measure(AlignedFaces.from_detections(detections))
+        return [FaceFeatures(d, m.parsing[j], m.identity[j], m.tdmm[j], m.gaze[j],
+                             None if m.idmap is None else m.idmap[j]) for j, d in enumerate(detections)]  # fmt: skip
 
 
 BackendFactory = Callable[[ExtractorOptions], ExtractorSet]

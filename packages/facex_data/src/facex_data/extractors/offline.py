@@ -65,8 +65,7 @@ class DlibAligner:
         rects = list(frontal_detector()(image, self.upsample))
         if not rects:
             return None
-        # largest face; ties broken by position so the choice is deterministic
-        rect = max(rects, key=lambda r: (r.width() * r.height(), -r.left(), -r.top()))
+        rect = max(rects, key=_rank)
         shape = self.predictor(image, rect)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         m = similarity_transform(five_points(points), self.template)
@@ -75,6 +74,15 @@ class DlibAligner:
         landmarks = (points @ m[:, :2].T + m[:, 2]).astype(np.float32)
         bbox = (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
         return Detection(crop, landmarks, bbox, len(rects), m, five_points(landmarks).astype(np.float32))
+
+    def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        rects = sorted(frontal_detector()(np.ascontiguousarray(frame), self.upsample), key=_rank, reverse=True)
+        return [(int(r.left()), int(r.top()), int(r.right()), int(r.bottom())) for r in rects]
+
+
+def _rank(rect) -> tuple[int, int, int]:
+    """Larger faces first; ties broken by position so the choice is deterministic."""
+    return rect.width() * rect.height(), -rect.left(), -rect.top()
 
 
 class DlibIdentity:

@@ -151,8 +151,7 @@ class ScrfdAligner:
         boxes, kpss = self.model.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if boxes is None or len(boxes) == 0:
             return None
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        i = int(np.lexsort((boxes[:, 1], boxes[:, 0], -areas))[0])  # largest; ties by position
+        i = int(_ranked(boxes)[0])
         left, top, right, bottom = (int(round(v)) for v in boxes[i, :4])
         points5 = kpss[i].astype(np.float64)
         m = similarity_transform(points5, self.template)
@@ -162,6 +161,18 @@ class ScrfdAligner:
         landmarks = (points68 @ m[:, :2].T + m[:, 2]).astype(np.float32)
         crop_points5 = (points5 @ m[:, :2].T + m[:, 2]).astype(np.float32)
         return Detection(crop, landmarks, (left, top, right, bottom), len(boxes), m, crop_points5)
+
+    def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        boxes, _ = self.model.detect(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+        if boxes is None or len(boxes) == 0:
+            return []
+        return [tuple(int(round(v)) for v in boxes[i, :4]) for i in _ranked(boxes)]
+
+
+def _ranked(boxes: np.ndarray) -> np.ndarray:
+    """Indices of SCRFD's (N, 5) boxes, largest first; ties broken by position."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.lexsort((boxes[:, 1], boxes[:, 0], -areas))
 
 
 def _insightface_version() -> str:
