@@ -17,7 +17,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-gpu gpu-carry
+.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-specialists bench-gpu gpu-carry
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -84,6 +84,10 @@ bench-train: setup
 ## how much its own pretraining captions steer the embedded backbone, beside FaceX's conditional gain (needs data/shards)
 bench-caption: setup
 	$(BIN)/python benchmarks/caption_gain.py
+
+## each specialist minus the generalist on its own task's held-out denoising loss, paired (needs data/models)
+bench-specialists: setup
+	$(BIN)/python benchmarks/specialist_denoising.py
 
 ## on a CUDA machine with the project venv: the SD-1.5-scale table (train, infer, extract); --learn: the learning check
 bench-gpu: setup
