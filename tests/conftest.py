@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "real" in item.keywords and not REAL_DATA.is_dir():
             item.add_marker(pytest.mark.skip(reason=f"real footage not found at {REAL_DATA}"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def mlflow_uris_back_as_they_were():
+    """After each module, MLflow's process-wide tracking and registry URIs are back as they were before it. A module
+    that pointed them at a server it then stopped (the PostgreSQL tests) made a later module in the same process wait
+    minutes on HTTP retries to the dead server (a 6 s CLI test took 253 s once the suite's order changed):
+    `mlflow.set_registry_uri` also exports MLFLOW_REGISTRY_URI, which `set_registry_uri(None)` leaves set."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
