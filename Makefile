@@ -16,6 +16,10 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_ENABLE_TELEMETRY := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# the suite on TEST_WORKERS pytest-xdist workers, a whole test module per worker at a time, longest modules first
+# (tests/conftest.py orders them): most tests leave a core idle (imports, subprocess and Ray start-up)
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-specialists bench-gpu gpu-carry
 
@@ -50,10 +54,10 @@ endif
 
 ## test: the whole test suite (CI runs exactly this)
 test: setup test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

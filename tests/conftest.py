@@ -19,6 +19,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 
+def slow_seconds(item: pytest.Item) -> float:
+    """About how long a test takes on 2 idle cores: `@pytest.mark.slow(seconds=N)`, 20 for a bare `slow`, else 0."""
+    mark = item.get_closest_marker("slow")
+    return 0.0 if mark is None else float(mark.kwargs.get("seconds", 20))
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
@@ -28,6 +34,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "real" in item.keywords and not REAL_DATA.is_dir():
             item.add_marker(pytest.mark.skip(reason=f"real footage not found at {REAL_DATA}"))
+
+    # Longest modules first, each module's tests together and in their own order: `make test` hands out whole
+    # modules to its workers (pytest-xdist --dist loadfile), so the two end-to-end runs start at once on separate
+    # workers instead of one of them starting last.
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    weight: dict[str, float] = {}
+    for item in items:
+        weight[module(item)] = weight.get(module(item), 0.0) + slow_seconds(item)
+    rank = {name: i for i, name in enumerate(weight)}
+    items.sort(key=lambda item: (-weight[module(item)], rank[module(item)]))
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -35,7 +35,7 @@ def test_smoke_fills_every_speed_section(tmp_path):
     assert any("goal" in r["goal"] for r in table["rows"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_smoke_learn_runs_on_exported_shards(small_sample, tmp_path):
     from facex_data.extraction import ExtractConfig, run_extraction
     from facex_data.manifest import FrameSelection

@@ -184,7 +184,7 @@ def _import_all(python: Path, modules: list[str]) -> subprocess.CompletedProcess
     return subprocess.run([str(python), "-c", code, *modules], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=140)
 def test_a_clean_install_from_the_packages_own_pyprojects(tmp_path):
     """A fresh venv with only torch (as the lock pins it) and the packages' declared dependencies: the runtime
     installs without Ray, MLflow or torchmetrics, every runtime module imports and `facex` runs; then the training

@@ -88,7 +88,7 @@ def test_motion_moves_the_face(small_sample):
     assert np.abs(first - last).mean() > 3.0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=85)
 def test_dlib_finds_exactly_one_face_in_95_percent_of_the_default_clips_frames(tmp_path):
     """The faces cut from insightface's group photo are small and soft once upscaled: at a clip's most turned frames
     dlib misses a few (extraction drops those frames). Each clip still shows one face in >= 80 % of its frames, and

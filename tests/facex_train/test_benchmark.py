@@ -358,7 +358,7 @@ def test_metrics_are_logged_to_the_models_mlflow_run(layouts, pipe, tmp_path):
     assert log_to_mlflow(result, tmp_path / "out", "some/folder", None, say=lambda m: None) is None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_a_killed_run_resumes_and_writes_the_same_metrics(layouts, model_dir, tmp_path):
     # one pair per denoising batch: the resumed pairs meet the batches of the whole run, so metrics match bit for bit
     def command(out: Path) -> list[str]:

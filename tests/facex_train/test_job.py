@@ -124,7 +124,7 @@ print("finished, error:", result.error)
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=90)
 def test_a_training_stage_beside_a_ray_start_cluster_runs_on_its_own_ray_and_keeps_its_workers(tmp_path):
     """A `ray start` head on the machine (its address in Ray's temp dir, as after `ray start` for `ray job submit`):
     a stage without RAY_ADDRESS starts its own Ray, and Ray Train's placement-group cleaner watches that one (asking

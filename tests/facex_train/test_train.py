@@ -143,6 +143,7 @@ def test_shard_cache_reads_each_tar_once_and_keeps_the_stream(train_shards, monk
         assert a[POSITION] == b[POSITION] and torch.equal(a["source_image"], b["source_image"])
 
 
+@pytest.mark.slow(seconds=65)
 def test_two_workers_learn_and_checkpoint(uninterrupted, tiny_backbone, train_shards):
     job, losses, weights = uninterrupted
     assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))
@@ -165,6 +166,7 @@ def test_two_workers_learn_and_checkpoint(uninterrupted, tiny_backbone, train_sh
     assert _fixed_loss(trained, batch) < _fixed_loss(initial, batch)
 
 
+@pytest.mark.slow(seconds=90)
 def test_killed_job_resumes_on_the_same_trajectory(uninterrupted, tiny_backbone, train_shards, tmp_path):
     reference, ref_losses, ref_weights = uninterrupted
     job = dataclasses.replace(reference, model_dir=str(tmp_path / "model"), storage_path=str(tmp_path / "ray"))
@@ -183,6 +185,7 @@ def test_killed_job_resumes_on_the_same_trajectory(uninterrupted, tiny_backbone,
         torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow(seconds=70)
 def test_a_killed_worker_is_retried_and_the_run_finishes(uninterrupted, tmp_path):
     reference, ref_losses, ref_weights = uninterrupted
     job = dataclasses.replace(reference, model_dir=str(tmp_path / "model"), storage_path=str(tmp_path / "ray"))
@@ -204,6 +207,7 @@ def test_a_killed_worker_is_retried_and_the_run_finishes(uninterrupted, tmp_path
         torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow(seconds=45)
 def test_an_fp16_run_learns_and_checkpoints_its_loss_scale(tiny_backbone, train_shards, tmp_path):
     """compute.mixed_precision fp16 through Ray Train (CPU autocast here; CUDA on a cluster): every step's loss is
     finite, the model learns, and the checkpoint holds the gradient scaler's state for a resume."""

@@ -48,7 +48,7 @@ def small_profile(params: dict) -> dict:
     return params
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=435)
 # four make/dvc runs, each with its own timeout: the suite's 900 s cap per test cut the first one short on a busy
 # 2-core machine (CI allows 90 minutes)
 @pytest.mark.timeout(3600)

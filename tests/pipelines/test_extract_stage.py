@@ -53,7 +53,7 @@ def six_clips(small_sample, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_killed_job_resumes_to_the_same_shards_as_an_uninterrupted_run(six_clips, tmp_path):
     reference = tmp_path / "reference"
     (tmp_path / "ref").mkdir()
@@ -87,7 +87,7 @@ def test_killed_job_resumes_to_the_same_shards_as_an_uninterrupted_run(six_clips
     assert not list(out.glob(".*tmp")), "no temp files may be left behind"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=120)
 def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tmp_path):
     out = tmp_path / "shards"
     params = _params(tmp_path, small_sample, out)
