@@ -21,15 +21,11 @@ def registry(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("mlflow")
     mlflow.set_tracking_uri(f"sqlite:///{root}/db")
     mlflow.set_registry_uri(f"sqlite:///{root}/db")  # a registry URI an earlier test left set (register) would win
-    mlflow.set_experiment("facex-test")
-    try:
-        with mlflow.start_run():
-            info = pyfunc.log_model(model_dir, "model", registered_model_name="facex-swap")
-        MlflowClient().set_registered_model_alias("facex-swap", "champion", info.registered_model_version)
-        yield info
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    mlflow.set_experiment("facex-test")  # the URIs go back after the module (tests/conftest.py)
+    with mlflow.start_run():
+        info = pyfunc.log_model(model_dir, "model", registered_model_name="facex-swap")
+    MlflowClient().set_registered_model_alias("facex-swap", "champion", info.registered_model_version)
+    return info
 
 
 def test_logged_artifacts_are_the_model_folder(registry, model_dir):
