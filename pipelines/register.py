@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             results[name] = register_model(name, models_dir / name, metrics_file, params.tracking.model_prefix,
                                            experiment)  # fmt: skip
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)

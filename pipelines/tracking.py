@@ -20,9 +20,13 @@ def tracking_uri(params: Params) -> str:
 
 
 def ensure_experiment(params: Params) -> str:
-    """The MLflow experiment id for `tracking.experiment` (created with the local artifact root if new)."""
+    """The MLflow experiment id for `tracking.experiment` (created with the local artifact root if new);
+    ServerUnreachableError (a ConnectionError) at once where an http(s) server does not answer."""
     import mlflow
 
+    from facex_model.mlflow_server import check_server
+
+    check_server(tracking_uri(params))  # seconds, not MLflow's minutes of retries, to say a server is down
     mlflow.set_tracking_uri(tracking_uri(params))
     found = mlflow.get_experiment_by_name(params.tracking.experiment)
     if found is not None:

@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from facex_train.train import fit, ray_session
 
-    experiment = ensure_experiment(params)
+    try:
+        experiment = ensure_experiment(params)
+    except ConnectionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     # a resumed job continues its MLflow run (the id is kept beside the checkpoints when they are local)
     local = "://" not in job.storage_path
     resume_file = Path(job.storage_path) / job.run_name() / "mlflow_run_id"

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facex_data.cli import load_commands
-from tests.helpers import face_change
+from tests.helpers import face_change, free_port
 
 app = load_commands()
 
@@ -113,6 +113,11 @@ def test_user_errors_are_one_line_with_nonzero_exit(model_dir, photos, tmp_path,
     assert_one_line_error(invoke("swap", "--source", src, "--target", tgt, "--out", out, "--model",
                                  "models:/facex-nope@champion"), "models:/facex-nope@champion",
                           "not found in the registry")  # fmt: skip
+    dead = f"http://127.0.0.1:{free_port()}"  # a registry server that is down: said at once, not after retries
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    assert_one_line_error(invoke("swap", "--source", src, "--target", tgt, "--out", out, "--model",
+                                 "models:/facex-swap@champion"), "models:/facex-swap@champion",
+                          f"the MLflow server at {dead} does not answer")  # fmt: skip
     assert_one_line_error(invoke("swap", "--source", src, "--target", tgt, "--out", out, "--model", tmp_path / "m"),
                           "folder not found")  # fmt: skip
     # a mistyped region fails before any model loads (this model folder does not even exist)

@@ -29,7 +29,7 @@ from facex_train.benchmark.protocols import (
     pair_list_bytes,
     parse_roots,
 )
-from facex_train.benchmark.runner import BenchmarkRun, RunSettings, log_to_mlflow
+from facex_train.benchmark.runner import BenchmarkError, BenchmarkRun, RunSettings, log_to_mlflow, run_benchmark
 from facex_train.metrics import PSNR_CAP_DB, id_retrieval
 
 PEOPLE = ("astronaut", "grace_hopper", "t1_1", "t1_2")
@@ -310,8 +310,6 @@ def test_lpips_fills_its_column_where_the_weights_dir_holds_its_alexnet(layouts,
 
 def test_pairs_from_clips_the_model_trained_on_are_counted_and_flagged(layouts, pipe, model_dir, tmp_path):
     """The model folder's train_metrics.json lists its training clips; a reconstruction on them is not held out."""
-    from facex_train.benchmark.runner import run_benchmark
-
     clips = sorted(p.stem for p in layouts["clips"].glob("*.mp4"))
     trained = frozenset(clips[:2])
     flagged = _run("reconstruction", layouts, pipe, tmp_path / "flagged", max_pairs=4, trained_on=trained)
@@ -396,6 +394,17 @@ def test_the_cli_reports_a_bad_root_in_one_line_before_loading_the_model(tmp_pat
                                                      "--model", str(missing_model), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"error: FFHQ: expected the folder {tmp_path / ds.FFHQ_IMAGES}" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_tracking_server_that_is_down_is_reported_before_the_model_loads(layouts, tmp_path):
+    from tests.helpers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # the results would be logged there only after every pair
+    roots, pairs = _roots(get_protocol("reconstruction"), layouts), PairSettings(seed=0, max_pairs=2)
+    with pytest.raises(BenchmarkError, match=f"the MLflow server at {dead} does not answer"):
+        run_benchmark("reconstruction", roots, str(tmp_path / "no-model"), tmp_path / "o", FAST, pairs,
+                      progress=False, tracking_uri=dead)  # fmt: skip
     assert not (tmp_path / "o").exists()
 
 

@@ -53,7 +53,9 @@ def test_the_training_code_hash_covers_what_the_training_stages_depend_on():
         deps = _deps(DVC[name])
         assert all(_covered(p, deps) for p in hashed), name
     library = {p for p in script_closure(_script(DVC["train_generalist"])) if "facex_model" in p.parts}
-    assert library <= hashed  # every model module the stage imports shapes the hashed trajectory
+    # every model module the stage imports shapes the hashed trajectory, but the tracking server check (where the
+    # run is logged, never what it learns)
+    assert {p for p in library if p.name != "mlflow_server.py"} <= hashed
 
 
 def _outs() -> dict[Path, str]:

@@ -108,3 +108,22 @@ def test_held_out_loss_is_the_fallback_headline(setup, tmp_path):
     lower = {"name": "heldout_loss", "value": 0.4, "higher_is_better": False}
     assert at_least_as_good(lower, head)[0] and not at_least_as_good(head, lower)[0]
     assert not at_least_as_good({**lower, "value": float("nan")}, head)[0]
+
+
+def test_a_tracking_server_that_is_down_is_one_error_line_at_once(tmp_path, capsys):
+    """Not MLflow's minutes of connection retries followed by a traceback."""
+    from pipelines.register import main
+    from tests.helpers import free_port
+
+    (tmp_path / "models" / "swap").mkdir(parents=True)
+    (tmp_path / "models" / "swap" / "config.json").write_text("{}")
+    dead = f"http://127.0.0.1:{free_port()}"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "tracking": {"uri": dead, "experiment": "facex-register-test", "model_prefix": "facex"},
+        "register": {"models_dir": str(tmp_path / "models"), "models": ["swap"],
+                     "metrics": str(tmp_path / "metrics.json")},
+    }))  # fmt: skip
+    assert main(["--params", str(params), "--out", str(tmp_path / "registry.json")]) == 2
+    assert f"error: the MLflow server at {dead} does not answer" in capsys.readouterr().err
+    assert not (tmp_path / "registry.json").exists()

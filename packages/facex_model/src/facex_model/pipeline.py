@@ -721,6 +721,12 @@ def download_model_dir(uri: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from facex_model.mlflow_server import ServerUnreachableError, check_server
+
+    try:
+        check_server(mlflow.get_registry_uri())
+    except ServerUnreachableError as err:
+        raise FaceXInputError(f"model {uri}: {err}") from None
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as err:

@@ -47,6 +47,7 @@ from facex_data.shards import write_atomic
 from facex_data.weights import BY_KEY, weight_path
 from facex_model.features import image_tensor, tdmm_parts
 from facex_model.inputs import FaceXInputError, NoFaceError
+from facex_model.mlflow_server import ServerUnreachableError, check_server
 from facex_model.model import TRAIN_METRICS
 from facex_model.pipeline import FaceXPipeline, image_grid, resolve_model
 from facex_train.benchmark.datasets import FrameRef, LayoutError, read_frame
@@ -585,6 +586,10 @@ def run_benchmark(
     if tracking_uri:
         import mlflow
 
+        try:  # before hours of pairs, not after: the results are logged there at the end
+            check_server(tracking_uri)
+        except ServerUnreachableError as err:
+            raise BenchmarkError(str(err)) from None
         mlflow.set_tracking_uri(tracking_uri)
     try:
         folder = resolve_model(model)
