@@ -239,6 +239,21 @@ def test_face_index_picks_the_smaller_face_and_several_faces_warn(model_dir, pho
         pipe("swap", photos["source"], photos["pair"], steps=1, face_index=2)
 
 
+@pytest.mark.real
+def test_face_index_one_aligns_only_that_face(model_dir, photos, monkeypatch):
+    """The detector's boxes count the faces, so --face-index 1 (on a photo, or on every frame of a video) runs the
+    backend's features on the chosen face's window alone, not first on the largest face as well."""
+    pipe = FaceXPipeline.from_pretrained(model_dir, warn=lambda _: None)
+    extractors, calls = pipe.extractors, []
+    features = extractors.features
+    monkeypatch.setattr(extractors, "features", lambda frames: calls.append(len(frames)) or features(frames))
+    face = pipe.detect(photos["pair"], "target", face_index=1)
+    assert calls == [1] and face.n_faces == 2
+    largest = pipe.detect(photos["pair"], "target", face_index=0)
+    centre = lambda f: (f.features.detection.bbox[0] + f.features.detection.bbox[2]) / 2  # noqa: E731
+    assert largest.n_faces == 2 and centre(largest) < 300 < centre(face)
+
+
 class SmallestFirst:
     """A backend detector that ranks faces its own way (here smallest first), as SCRFD's ranking and count can differ
     from dlib HOG's: it aligns its first face, and `boxes` lists the faces in its order."""

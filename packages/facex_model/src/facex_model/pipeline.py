@@ -229,6 +229,13 @@ class FaceXPipeline:
         (facex_data.cnn_faces; seconds, not milliseconds: for the images a user hands in, not every video frame)."""
         if face_index is not None and like is not None:
             raise FaceXInputError(f"{label}: choose the face by --face-index or by --target-face-like, not both")
+        if face_index is not None and face_index > 0:  # the boxes count the faces: the largest is never extracted
+            boxes = self._face_boxes(frame, fallback)
+            if not boxes:
+                raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
+            if face_index >= len(boxes):
+                raise FaceXInputError(f"{label} shows {len(boxes)} face(s): --face-index must be 0..{len(boxes) - 1}")
+            return self._align_in_window(frame, boxes, face_index, label, fallback), len(boxes)
         features = self._features(frame, fallback)
         if features is None:
             raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
@@ -242,14 +249,9 @@ class FaceXPipeline:
                     "--target-face-like)"
                 )
             return features, n_faces
-        if not 0 <= face_index < n_faces:
+        if face_index != 0:
             raise FaceXInputError(f"{label} shows {n_faces} face(s): --face-index must be 0..{n_faces - 1}")
-        if face_index == 0:
-            return features, n_faces
-        boxes = self._face_boxes(frame, fallback)
-        if face_index >= len(boxes):
-            raise FaceXInputError(f"{label} shows {len(boxes)} face(s): --face-index must be 0..{len(boxes) - 1}")
-        return self._align_in_window(frame, boxes, face_index, label, fallback), n_faces
+        return features, n_faces
 
     def _features(self, image: np.ndarray, fallback: bool) -> Any:
         """The backend's features of the largest face in `image`, else (`fallback`) dlib CNN's, else None."""
