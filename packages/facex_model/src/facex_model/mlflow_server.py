@@ -42,6 +42,7 @@ def check_server(uri: str | None, timeout: float = PROBE_TIMEOUT_S) -> None:
         names = [n for n in ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI") if os.environ.get(n) == uri]
         env = " / ".join(names) or "the tracking URI"
         raise ServerUnreachableError(
-            f"the MLflow server at {uri} does not answer ({reason}); start it (infra/README.md "
-            f"section 4, or `mlflow server` on that host), or point {env} at a running server or a local store such as sqlite:///mlflow.db"
+            f"the MLflow server at {uri} does not answer ({reason}); start it (infra/README.md section 4, or "
+            f"`mlflow server` on that host), or point {env} at a running server or a local store such as "
+            "sqlite:///mlflow.db"
         ) from None

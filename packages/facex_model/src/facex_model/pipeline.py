@@ -229,16 +229,17 @@ class FaceXPipeline:
         (facex_data.cnn_faces; seconds, not milliseconds: for the images a user hands in, not every video frame)."""
         if face_index is not None and like is not None:
             raise FaceXInputError(f"{label}: choose the face by --face-index or by --target-face-like, not both")
+        no_face = f"no face found in {label}; use a photo with a clearly visible, roughly frontal face"
         if face_index is not None and face_index > 0:  # the boxes count the faces: the largest is never extracted
             boxes = self._face_boxes(frame, fallback)
             if not boxes:
-                raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
+                raise NoFaceError(no_face)
             if face_index >= len(boxes):
                 raise FaceXInputError(f"{label} shows {len(boxes)} face(s): --face-index must be 0..{len(boxes) - 1}")
             return self._align_in_window(frame, boxes, face_index, label, fallback), len(boxes)
         features = self._features(frame, fallback)
         if features is None:
-            raise NoFaceError(f"no face found in {label}; use a photo with a clearly visible, roughly frontal face")
+            raise NoFaceError(no_face)
         n_faces = features.detection.n_faces
         if like is not None:
             return (self._most_like(frame, features, like, label, fallback) if n_faces > 1 else features), n_faces
