@@ -3,6 +3,7 @@ scaling factor computed from the data; and its random twin for the ablation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import torch
 from facex_data.extraction import ExtractConfig, run_extraction
 from facex_data.manifest import FrameSelection
 from facex_model.backbone import load_backbone
+from facex_train import pretrain as pretrain_module
 from facex_train.config import AutoencoderConfig, DenoiserConfig, PretrainConfig
-from facex_train.pretrain import METRICS_FILE, pretrain, random_backbone_like, split_crops
+from facex_train.pretrain import METRICS_FILE, phase_checkpoints, pretrain, random_backbone_like, split_crops
 
 TINY = dict(block_out_channels=(16, 16), norm_num_groups=8)
 
@@ -30,11 +32,16 @@ def shards(small_sample, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def pretrained(shards, tmp_path_factory):
     torch.set_num_threads(1)
-    cfg = PretrainConfig(
-        shards=shards, out_dir=tmp_path_factory.mktemp("backbone"), resolution=32,
-        vae=AutoencoderConfig(**TINY, steps=6, batch_size=4), unet=DenoiserConfig(**TINY, steps=6, batch_size=4),
-    )  # fmt: skip
+    cfg = tiny_config(shards, tmp_path_factory.mktemp("backbone"), tmp_path_factory.mktemp("checkpoints"))
     return cfg, pretrain(cfg, holdout_every=0, progress=False)
+
+
+def tiny_config(shards: Path, out_dir: Path, checkpoint_dir: Path, unet_steps: int = 6) -> PretrainConfig:
+    return PretrainConfig(
+        shards=shards, out_dir=out_dir, resolution=32, checkpoint_dir=checkpoint_dir, checkpoint_every=2,
+        vae=AutoencoderConfig(**TINY, steps=6, batch_size=4),
+        unet=DenoiserConfig(**TINY, steps=unet_steps, batch_size=4),
+    )  # fmt: skip
 
 
 def test_the_stage_writes_a_backbone_that_load_backbone_loads_with_the_datas_scaling_factor(pretrained, shards):
@@ -81,3 +88,75 @@ def test_a_disabled_stage_writes_a_note_and_trains_nothing(tmp_path):
     out = tmp_path / "backbone"
     assert pretrain(PretrainConfig(enabled=False, out_dir=out), holdout_every=2) == {"enabled": False}
     assert "train.backbone" in (out / "README.md").read_text() and not (out / "unet").exists()
+
+
+def _weights(backbone: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = {sub: next((backbone / sub).glob("*.safetensors")) for sub in ("vae", "unet")}
+    return {f"{sub}/{k}": v for sub, file in files.items() for k, v in load_file(file).items()}
+
+
+@pytest.fixture
+def phases(monkeypatch):
+    """Record each phase's (name, first step) and optionally kill the run at one step of one phase."""
+    started, original = [], pretrain_module._steps
+    kill: dict[str, int] = {}
+
+    def steps(total, max_seconds, progress, desc, start=0):
+        started.append((desc, start))
+        for step in original(total, max_seconds, progress, desc, start):
+            if kill.get(desc) == step:
+                raise KeyboardInterrupt
+            yield step
+
+    monkeypatch.setattr(pretrain_module, "_steps", steps)
+    return started, kill
+
+
+def test_a_killed_pretraining_resumes_the_identical_trajectory_from_its_last_checkpoint(pretrained, shards, tmp_path,
+                                                                                     phases):  # fmt: skip
+    cfg, metrics = pretrained
+    started, kill = phases
+    resumed = tiny_config(shards, tmp_path / "backbone", tmp_path / "checkpoints")
+    kill["pretrain unet"] = 3  # the U-Net's steps 0-2 ran, the checkpoint holds 2 of them
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(resumed, holdout_every=0, progress=False)
+    kill.clear()
+    started.clear()
+    again = pretrain(resumed, holdout_every=0, progress=False)
+    assert started == [("pretrain vae", 6), ("pretrain unet", 2)]  # the VAE is not trained again
+    a, b = _weights(cfg.out_dir), _weights(resumed.out_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again["vae"]["scaling_factor"] == metrics["vae"]["scaling_factor"]
+    assert again["unet"]["final_loss"] == metrics["unet"]["final_loss"]
+    assert again["config"] == metrics["config"] and "checkpoint_dir" not in again["config"]
+
+
+def test_changing_only_the_unets_settings_reuses_the_trained_vae(pretrained, shards, tmp_path, phases):
+    cfg, _ = pretrained
+    started, _ = phases
+    longer = tiny_config(shards, tmp_path / "backbone", cfg.checkpoint_dir, unet_steps=8)
+    pretrain(longer, holdout_every=0, progress=False)
+    assert started == [("pretrain vae", 6), ("pretrain unet", 0)]
+
+
+def test_checkpoints_are_named_by_the_settings_and_the_crops_they_were_trained_on(shards, tmp_path):
+    train, _ = split_crops(shards, 0, 32)
+    cfg = tiny_config(shards, tmp_path / "b", tmp_path / "c")
+    vae, unet = phase_checkpoints(cfg, train)
+    vae_longer, unet_longer = phase_checkpoints(tiny_config(shards, tmp_path / "b", tmp_path / "c", 8), train)
+    assert vae_longer.path == vae.path and unet_longer.path != unet.path
+    other = train.clone()
+    other[0, 0, 0, 0] += 0.01
+    assert all(x.path != y.path for x, y in zip(phase_checkpoints(cfg, other), (vae, unet)))
+    assert phase_checkpoints(dataclasses.replace(cfg, checkpoint_every=0), train) is None
+
+
+def test_an_unreadable_checkpoint_names_the_file_and_the_fix(shards, tmp_path):
+    cfg = tiny_config(shards, tmp_path / "backbone", tmp_path / "checkpoints")
+    vae, _ = phase_checkpoints(cfg, split_crops(shards, 0, 32)[0])
+    vae.path.parent.mkdir(parents=True)
+    vae.path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=rf"{vae.path.name}.*delete the file"):
+        pretrain(cfg, holdout_every=0, progress=False)

@@ -71,6 +71,11 @@ class PretrainConfig:
     seed: int = 0
     vae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     unet: DenoiserConfig = field(default_factory=DenoiserConfig)
+    checkpoint_dir: Path = Path(".work/pretrain")  # each phase's state (outside out_dir, which DVC deletes first)
+    checkpoint_every: int = 50  # steps between a phase's checkpoints (0: none; a killed run then starts again)
+
+    # settings that change where results go, not the backbone that comes out
+    NOT_SHAPING = ("out_dir", "checkpoint_dir", "checkpoint_every")
 
 
 @dataclass(frozen=True)

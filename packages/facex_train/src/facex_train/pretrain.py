@@ -17,25 +17,36 @@ clip_vision/``, which :func:`facex_model.backbone.load_backbone` loads) on the f
 
 Both use horizontal flips; everything is seeded. ``pretrain_metrics.json`` records the held-out round-trip PSNR of
 the VAE and the held-out denoising loss of the U-Net (against 1.0, the loss of predicting no noise).
+
+Each phase saves its state every ``checkpoint_every`` steps under ``checkpoint_dir`` (:class:`PhaseCheckpoint`),
+named by a hash of what shapes it (its settings, the training crops, the pretraining code; the U-Net's also by the
+VAE's): a killed run resumes the identical trajectory from the last checkpoint, and a run that changes only the
+U-Net's settings reuses the trained VAE.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from facex_data.layout import holdout_clips, shards_of_clips, written_clips
 from facex_data.shards import decode_arrays, iter_samples
 from facex_model.backbone import CLIP_SUBFOLDER, sd15_scheduler_config, tiny_clip_vision_config
 from facex_model.features import image_tensor
+from facex_train.code import module_closure
 from facex_train.config import AutoencoderConfig, DenoiserConfig, PretrainConfig
+from facex_train.optim_state import flatten_optimizer, unflatten_optimizer
 
 METRICS_FILE = "pretrain_metrics.json"
 
@@ -95,10 +106,10 @@ def _batch(data: torch.Tensor, size: int, generator: torch.Generator) -> torch.T
     return torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
 
 
-def _steps(steps: int, max_seconds: float | None, progress: bool, desc: str):
-    """range(steps) with a progress bar, ending early once `max_seconds` have passed (a time-boxed run)."""
+def _steps(steps: int, max_seconds: float | None, progress: bool, desc: str, start: int = 0):
+    """range(start, steps) with a progress bar, ending early once `max_seconds` have passed (a time-boxed run)."""
     started = time.monotonic()
-    for step in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
+    for step in tqdm(range(start, steps), desc=desc, unit="step", disable=not progress, initial=start, total=steps):
         if max_seconds is not None and time.monotonic() - started > max_seconds:
             return
         yield step
@@ -112,6 +123,72 @@ def _optimizer(params, lr: float, steps: int):
                                     num_training_steps=steps)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PhaseCheckpoint:
+    """Where one pretraining phase keeps its state every `every` steps: one safetensors file (weights, optimizer
+    moments, the RNGs; step, losses and schedule in its metadata), replaced atomically, so a kill never leaves half
+    of one. The file's name carries the hash of what shapes the phase: a changed setting never resumes a stale one."""
+
+    path: Path
+    every: int
+
+    def due(self, step: int, steps: int) -> bool:
+        return self.every > 0 and (step % self.every == 0 or step == steps)
+
+    def save(self, step: int, losses: list[float], modules: dict[str, torch.nn.Module], optimizer, schedule,
+             generator: torch.Generator) -> None:  # fmt: skip
+        tensors, groups = flatten_optimizer(optimizer.state_dict())
+        for name, module in modules.items():
+            tensors |= {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        tensors |= {"rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
+        meta = {"step": step, "losses": losses, "param_groups": groups, "schedule": schedule.state_dict()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        save_file(tensors, partial, metadata={"state": json.dumps(meta)})
+        os.replace(partial, self.path)
+
+    def restore(self, modules: dict[str, torch.nn.Module], optimizer, schedule,
+                generator: torch.Generator) -> tuple[int, list[float]]:  # fmt: skip
+        """Load the saved state into the phase's objects; -> (steps done, loss history). (0, []) if none saved."""
+        if not self.path.is_file():
+            return 0, []
+        try:
+            tensors = load_file(self.path)
+            with safe_open(self.path, "pt") as f:
+                meta = json.loads(f.metadata()["state"])
+            for name, module in modules.items():
+                prefix = f"{name}."
+                module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            optimizer.load_state_dict(unflatten_optimizer(tensors, meta["param_groups"]))
+            schedule.load_state_dict(meta["schedule"])
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{self.path}: not a pretraining checkpoint this code can resume ({err}); delete the "
+                             "file to train this phase from the start") from err  # fmt: skip
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        print(f"{self.path.name}: resuming at step {meta['step']}", flush=True)
+        return meta["step"], list(meta["losses"])
+
+
+def phase_checkpoints(cfg: PretrainConfig, train: torch.Tensor) -> tuple[PhaseCheckpoint, PhaseCheckpoint] | None:
+    """The VAE's and the U-Net's checkpoint files for this config and these training crops (None: checkpoints off)."""
+    if cfg.checkpoint_every <= 0:
+        return None
+    code = hashlib.sha256()
+    for path in module_closure(["facex_train.pretrain"]):
+        code.update(path.name.encode() + path.read_bytes())
+    data = hashlib.sha256(train.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    vae = _digest(code.hexdigest(), data, cfg.resolution, cfg.seed, asdict(cfg.vae))
+    unet = _digest(vae, asdict(cfg.unet))
+    folder = Path(cfg.checkpoint_dir)
+    return (PhaseCheckpoint(folder / f"vae-{vae[:16]}.safetensors", cfg.checkpoint_every),
+            PhaseCheckpoint(folder / f"unet-{unet[:16]}.safetensors", cfg.checkpoint_every))  # fmt: skip
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean PSNR (dB) of images in [-1, 1]."""
     mse = ((a.clamp(-1, 1) - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
@@ -119,15 +196,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def train_vae(cfg: AutoencoderConfig, train: torch.Tensor, resolution: int, seed: int, progress: bool,
-              max_seconds: float | None = None):  # fmt: skip
+              max_seconds: float | None = None, checkpoint: PhaseCheckpoint | None = None):  # fmt: skip
     """The autoencoder, trained on `train` (on its device); returns (vae with its data-derived scaling factor, loss
-    history). `max_seconds` ends a time-boxed run early."""
+    history). `max_seconds` ends a time-boxed run early; `checkpoint` resumes from and saves to that file."""
     torch.manual_seed(seed)
     vae = build_vae(cfg, resolution).to(train.device).train()
     generator = torch.Generator().manual_seed(seed)
     optimizer, schedule = _optimizer(vae.parameters(), cfg.learning_rate, cfg.steps)
-    losses = []
-    for _ in _steps(cfg.steps, max_seconds, progress, "pretrain vae"):
+    start, losses = checkpoint.restore({"vae": vae}, optimizer, schedule, generator) if checkpoint else (0, [])
+    for step in _steps(cfg.steps, max_seconds, progress, "pretrain vae", start):
         x = _batch(train, cfg.batch_size, generator)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(_on_cpu(generator, x))).sample
@@ -138,6 +215,8 @@ def train_vae(cfg: AutoencoderConfig, train: torch.Tensor, resolution: int, seed
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if checkpoint is not None and checkpoint.due(step + 1, cfg.steps):
+            checkpoint.save(step + 1, losses, {"vae": vae}, optimizer, schedule, generator)
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(x).latent_dist.sample(_on_cpu(generator, x)) for x in train.split(64)])
@@ -186,9 +265,10 @@ def _on_cpu(generator: torch.Generator, x: torch.Tensor) -> torch.Generator | No
 
 
 def train_unet(cfg: DenoiserConfig, vae, train: torch.Tensor, seed: int, progress: bool,
-               max_seconds: float | None = None):  # fmt: skip
+               max_seconds: float | None = None, checkpoint: PhaseCheckpoint | None = None):  # fmt: skip
     """The latent denoiser on the VAE's (scaled) latents of `train` (on its device); returns (unet, captions or
-    None, loss history). `max_seconds` ends a time-boxed run early."""
+    None, loss history). `max_seconds` ends a time-boxed run early; `checkpoint` resumes from and saves to that
+    file."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import compute_snr
 
@@ -204,8 +284,9 @@ def train_unet(cfg: DenoiserConfig, vae, train: torch.Tensor, seed: int, progres
     generator = torch.Generator().manual_seed(seed + 1)
     params = [*unet.parameters(), *(captions.parameters() if captions is not None else [])]
     optimizer, schedule = _optimizer(params, cfg.learning_rate, cfg.steps)
-    losses = []
-    for _ in _steps(cfg.steps, max_seconds, progress, "pretrain unet"):
+    modules = {"unet": unet} | ({"captions": captions} if captions is not None else {})
+    start, losses = checkpoint.restore(modules, optimizer, schedule, generator) if checkpoint else (0, [])
+    for step in _steps(cfg.steps, max_seconds, progress, "pretrain unet", start):
         index = torch.randint(0, len(mean), (cfg.batch_size,), generator=generator).to(device)
         eps = torch.randn(mean[index].shape, generator=generator).to(device)
         latents = (mean[index] + std[index] * eps) * factor
@@ -226,6 +307,8 @@ def train_unet(cfg: DenoiserConfig, vae, train: torch.Tensor, seed: int, progres
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if checkpoint is not None and checkpoint.due(step + 1, cfg.steps):
+            checkpoint.save(step + 1, losses, modules, optimizer, schedule, generator)
     return unet.eval(), captions, losses
 
 
@@ -282,9 +365,10 @@ def pretrain(cfg: PretrainConfig, holdout_every: int, progress: bool = True) -> 
         return {"enabled": False}
     started = time.monotonic()
     train, held = split_crops(cfg.shards, holdout_every, cfg.resolution)
-    vae, vae_losses = train_vae(cfg.vae, train, cfg.resolution, cfg.seed, progress)
+    vae_checkpoint, unet_checkpoint = phase_checkpoints(cfg, train) or (None, None)
+    vae, vae_losses = train_vae(cfg.vae, train, cfg.resolution, cfg.seed, progress, checkpoint=vae_checkpoint)
     vae_seconds = time.monotonic() - started
-    unet, captions, unet_losses = train_unet(cfg.unet, vae, train, cfg.seed, progress)
+    unet, captions, unet_losses = train_unet(cfg.unet, vae, train, cfg.seed, progress, checkpoint=unet_checkpoint)
     metrics = {
         "enabled": True,
         "train_crops": len(train),
@@ -296,7 +380,8 @@ def pretrain(cfg: PretrainConfig, holdout_every: int, progress: bool = True) -> 
                  "heldout_denoising_loss": heldout_denoising_loss(unet, vae, held, cfg.unet),
                  "heldout_denoising_loss_captioned": heldout_denoising_loss(unet, vae, held, cfg.unet, captions),
                  "final_loss": unet_losses[-1], "seconds": round(time.monotonic() - started - vae_seconds, 1)},
-        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "config": json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in cfg.NOT_SHAPING},
+                                        default=str)),
     }  # fmt: skip
     save_backbone(out, vae, unet, cfg.seed)
     (out / METRICS_FILE).write_text(json.dumps(_finite(metrics), indent=1) + "\n")

@@ -47,6 +47,7 @@ from facex_model import features
 from facex_model.model import CONFIG_NAME, TRAIN_METRICS, WEIGHTS_NAME, FaceXConfig, FaceXModel
 from facex_train.code import module_closure
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
+from facex_train.optim_state import flatten_optimizer, unflatten_optimizer
 from facex_train.pairs import POSITION, DataPosition, PairConfig, pair_loader
 
 STATE_WEIGHTS = "train_state.safetensors"
@@ -134,23 +135,6 @@ def build_model(job: TrainJob) -> FaceXModel:
 
 
 # --- checkpoint files -------------------------------------------------------------------------------------------
-def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], list]:
-    tensors = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return tensors, state["param_groups"]
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": groups}
-
-
 def save_checkpoint(
     folder: Path,
     *,
@@ -171,7 +155,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         raw = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(model.trainable_parameters())}
-        tensors, groups = _flatten_optimizer(optimizer.state_dict())
+        tensors, groups = flatten_optimizer(optimizer.state_dict())
         raw.update(tensors)
         if ema is not None:
             raw.update({f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)})
@@ -216,7 +200,7 @@ def load_checkpoint(
     with torch.no_grad():
         for i, p in enumerate(params):
             p.copy_(raw[f"param.{i}"].to(p.device, p.dtype))
-    optimizer.load_state_dict(_unflatten_optimizer(raw, meta["param_groups"]))
+    optimizer.load_state_dict(unflatten_optimizer(raw, meta["param_groups"]))
     lr_scheduler.load_state_dict(meta["lr_scheduler"])
     if ema is not None:
         ema.load_state_dict({**meta["ema"], "shadow_params": [raw[f"ema.{i}"] for i in range(len(params))]})
