@@ -171,7 +171,12 @@ def from_mapping(cls: type, data: Any, where: str, key: str) -> Any:
     missing = [n for n, f in fields.items() if n not in kwargs and _has_no_default(f)]
     if missing:
         raise ParamsError(f"{where}: missing key {', '.join(_join(key, m) for m in missing)}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ParamsError:
+        raise
+    except ValueError as err:  # a section's own check (__post_init__), e.g. "train.logit_std must be > 0"
+        raise ParamsError(f"{where}: {err}") from err
 
 
 def _has_no_default(f: dataclasses.Field) -> bool:

@@ -95,6 +95,30 @@ def test_training_loss_is_deterministic_given_a_generator(tiny_model, make_batch
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_logit_normal_sampling_trains_the_noisy_steps_it_asks_for(tiny_model, make_batch, monkeypatch):
+    """Uniform by default; logit_normal=(mean, std) draws t / T = sigmoid(N(mean, std)), from the generator."""
+    model = tiny_model()
+    batch = make_batch()
+    seen = []
+    add_noise = model.scheduler.add_noise
+    monkeypatch.setattr(model.scheduler, "add_noise", lambda x, n, t: seen.append(t.clone()) or add_noise(x, n, t))
+    with torch.no_grad():
+        for seed in range(40):
+            model.training_loss(batch, generator=torch.Generator().manual_seed(seed))
+        uniform = torch.cat(seen)
+        seen.clear()
+        for seed in range(40):
+            model.training_loss(batch, generator=torch.Generator().manual_seed(seed), logit_normal=(3.0, 0.5))
+        noisy = torch.cat(seen)
+        seen.clear()
+        a = model.training_loss(batch, generator=torch.Generator().manual_seed(5), logit_normal=(3.0, 0.5))
+        b = model.training_loss(batch, generator=torch.Generator().manual_seed(5), logit_normal=(3.0, 0.5))
+    assert torch.equal(a, b) and torch.equal(seen[0], seen[1])
+    assert uniform.min() < 300 and uniform.max() > 700  # the default spreads over the schedule
+    assert noisy.min() >= 730 and noisy.max() <= 999  # sigmoid(3 - 4 x 0.5) = 0.73: every draw is a noisy step
+    assert noisy.float().median() > 900
+
+
 def _outputs(model, batch):
     with torch.no_grad():
         f_sd = model.encode_conditions(batch)

@@ -38,6 +38,9 @@ def test_the_run_name_follows_what_shapes_the_trajectory_only():
     assert base.startswith("generalist-") and _job().run_name() == base
     assert _job(learning_rate=3e-4).run_name() != base
     assert dataclasses.replace(_job(), steps=4).run_name() != base
+    assert _job(timestep_sampling="logit_normal").run_name() != base
+    assert _job(timestep_sampling="logit_normal", logit_mean=2.0).run_name() != _job(
+        timestep_sampling="logit_normal").run_name()
     for unshaping in (dict(log_every=5), dict(cache_mb=0), dict(prefetch=False), dict(checkpoint_every=3)):
         assert _job(**unshaping).run_name() == base, unshaping
     assert dataclasses.replace(_job(), model_dir="/elsewhere", storage_path="/x").run_name() == base

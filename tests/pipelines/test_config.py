@@ -63,6 +63,8 @@ def test_wrong_type_is_named(tmp_path, section, message):
         ({"train": {"specialist_steps": {"swap": "many"}}}, r"train\.specialist_steps\.swap: expected int"),
         ({"compute": 4}, r"compute: expected a mapping"),
         ({"train": {"model": {"inp_channels": [16, "x"]}}}, r"train\.model\.inp_channels\[1\]: expected int"),
+        ({"train": {"timestep_sampling": "cubic"}}, r"train\.timestep_sampling: expected one of 'uniform', 'logit_n"),
+        ({"train": {"logit_std": 0}}, r"train\.logit_std must be > 0"),
     ],
 )
 def test_nested_and_choice_errors_are_named(tmp_path, data, message):

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -274,10 +274,13 @@ class FaceXModel(nn.Module):
         generator: torch.Generator | None = None,
         drop_mask: torch.Tensor | None = None,
         snr_gamma: float | None = None,
+        logit_normal: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """MSE between the U-Net's prediction and the noise (or v) added to the target's VAE latents.
 
-        Timesteps are uniform; each sample's conditions are swapped for the learned null with probability
+        Timesteps are uniform, or with `logit_normal` = (mean, std) t / T = sigmoid(N(mean, std)) (diffusers'
+        `compute_density_for_timestep_sampling`; a positive mean trains the noisy steps, where the conditions
+        decide the picture, more often). Each sample's conditions are swapped for the learned null with probability
         `cond_drop_prob` (or where `drop_mask` is True). All randomness comes from `generator`.
         `snr_gamma` turns on min-SNR loss weighting (Hang et al. 2023; diffusers' `compute_snr`).
         """
@@ -286,7 +289,12 @@ class FaceXModel(nn.Module):
         latents = self.encode_latents(target, _on(generator, device), batch.get("target_latent"))
         noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(device)
         num_steps = self.scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, num_steps, (bsz,), generator=generator).to(device)
+        if logit_normal is None:
+            timesteps = torch.randint(0, num_steps, (bsz,), generator=generator)
+        else:
+            u = compute_density_for_timestep_sampling("logit_normal", bsz, *logit_normal, generator=generator)
+            timesteps = (u * num_steps).long().clamp(max=num_steps - 1)
+        timesteps = timesteps.to(device)
         if drop_mask is None:
             drop_mask = torch.rand(bsz, generator=generator) < self.config.cond_drop_prob
         noisy = self.scheduler.add_noise(latents, noise, timesteps)

@@ -1,14 +1,16 @@
 """Which project source files a module depends on, read from the code's import statements (nothing is run).
 
-The training stages hash this closure into their run names (a change to any of these files starts a fresh run
-instead of resuming a stale one), and the test of ``dvc.yaml`` checks every stage's ``deps`` against the closure
-of its entry point, so neither list is kept by hand.
+The training stages hash this closure (:func:`closure_digest`) into their run names and the pretrain stage into its
+checkpoint names (a change to any of these files starts a fresh run instead of resuming a stale one), and the test
+of ``dvc.yaml`` checks every stage's ``deps`` against the closure of its entry point, so neither list is kept by
+hand.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,6 +80,14 @@ def module_closure(roots: Iterable[str]) -> list[Path]:
         todo.extend(parents)
         todo.extend(imported_modules(name, path) - set(seen))
     return sorted(set(seen.values()))
+
+
+def closure_digest(roots: Iterable[str]) -> str:
+    """sha256 over the names and bytes of ``module_closure(roots)``: it changes with any source file they use."""
+    digest = hashlib.sha256()
+    for path in module_closure(roots):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def script_closure(script: Path) -> list[Path]:

@@ -122,6 +122,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile_unet: bool = False  # torch.compile the frozen U-Net (GPU runs: minutes of compile for faster steps)
     snr_gamma: float = 0.0  # 0 = plain MSE; 5.0 = min-SNR weighting
+    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"  # logit_normal: t / T = sigmoid(N(mean, std))
+    logit_mean: float = 0.0  # > 0 trains the noisy steps (where the conditions decide the picture) more often
+    logit_std: float = 1.0
     min_gap: int = 1  # video frames between a pair's source and target, at least
     max_gap: int = 0  # ... and at most (0 = any)
     pairs_per_clip: int = 4
@@ -142,6 +145,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.resolution must be >= 8, train.batch_size and train.grad_accum >= 1")
+        if self.logit_std <= 0:
+            raise ValueError(f"train.logit_std must be > 0, got {self.logit_std}")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from facex_data.layout import holdout_clips, shards_of_clips, written_clips
 from facex_data.shards import decode_arrays, iter_samples
 from facex_model.backbone import CLIP_SUBFOLDER, sd15_scheduler_config, tiny_clip_vision_config
 from facex_model.features import image_tensor
-from facex_train.code import module_closure
+from facex_train.code import closure_digest
 from facex_train.config import AutoencoderConfig, DenoiserConfig, PretrainConfig
 from facex_train.optim_state import flatten_optimizer, unflatten_optimizer
 
@@ -174,11 +174,8 @@ def phase_checkpoints(cfg: PretrainConfig, train: torch.Tensor) -> tuple[PhaseCh
     """The VAE's and the U-Net's checkpoint files for this config and these training crops (None: checkpoints off)."""
     if cfg.checkpoint_every <= 0:
         return None
-    code = hashlib.sha256()
-    for path in module_closure(["facex_train.pretrain"]):
-        code.update(path.name.encode() + path.read_bytes())
     data = hashlib.sha256(train.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-    vae = _digest(code.hexdigest(), data, cfg.resolution, cfg.seed, asdict(cfg.vae))
+    vae = _digest(closure_digest(["facex_train.pretrain"]), data, cfg.resolution, cfg.seed, asdict(cfg.vae))
     unet = _digest(vae, asdict(cfg.unet))
     folder = Path(cfg.checkpoint_dir)
     return (PhaseCheckpoint(folder / f"vae-{vae[:16]}.safetensors", cfg.checkpoint_every),

@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 from facex_data.paths import InputPath
 from facex_model import features
 from facex_model.model import CONFIG_NAME, TRAIN_METRICS, WEIGHTS_NAME, FaceXConfig, FaceXModel
-from facex_train.code import module_closure
+from facex_train.code import closure_digest
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
 from facex_train.optim_state import flatten_optimizer, unflatten_optimizer
 from facex_train.pairs import POSITION, DataPosition, PairConfig, pair_loader
@@ -107,7 +107,7 @@ class TrainJob:
         shaping = {k: v for k, v in self.to_json().items() if k not in _NOT_SHAPING}
         shaping["train"] = {k: v for k, v in shaping["train"].items() if k not in TrainConfig.NOT_SHAPING}
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode())
-        digest.update(code_fingerprint().encode())
+        digest.update(closure_digest(TRAJECTORY_ROOTS).encode())
         return f"{self.name}-{digest.hexdigest()[:12]}"
 
 
@@ -115,13 +115,6 @@ _NOT_SHAPING = {"model_dir", "storage_path", "tracking_uri", "mlflow_run_id"}
 # the modules whose code shapes a training trajectory: everything this module imports, read from the code
 # (the same closure the dvc.yaml test checks the training stages' deps against)
 TRAJECTORY_ROOTS = ("facex_train.train",)
-
-
-def code_fingerprint() -> str:
-    digest = hashlib.sha256()
-    for path in module_closure(TRAJECTORY_ROOTS):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 # --- the model -------------------------------------------------------------------------------------------------
@@ -321,6 +314,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     batches = iter(loader)
     tracker = _Tracker(job) if rank == 0 else None
+    logit_normal = (train.logit_mean, train.logit_std) if train.timestep_sampling == "logit_normal" else None
 
     while step < job.steps:
         started = time.perf_counter()
@@ -336,7 +330,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sync = contextlib.nullcontext() if micro == train.grad_accum - 1 or world == 1 else ddp.no_sync()
             with sync:
                 with precision.autocast():
-                    loss = ddp(batch, task=job.task, generator=generator, snr_gamma=train.snr_gamma or None)
+                    loss = ddp(batch, task=job.task, generator=generator, snr_gamma=train.snr_gamma or None,
+                               logit_normal=logit_normal)
                 precision.backward(loss / train.grad_accum)
             total += loss.detach() / train.grad_accum
         grad_norm, stepped = precision.step(optimizer, params, train.max_grad_norm)
@@ -448,7 +443,8 @@ def _mean_over_workers(value: torch.Tensor, world: int) -> float:
 
 @torch.no_grad()
 def _heldout_loss(model: FaceXModel, job: TrainJob, rank: int, world: int, device: torch.device) -> float:
-    """Denoising loss on held-out clips with fixed noise: comparable across runs and models (lower is better)."""
+    """Denoising loss on held-out clips with fixed noise and uniform timesteps (whatever `timestep_sampling` trained
+    on): comparable across runs and models (lower is better)."""
     if not job.holdout or job.train.heldout_batches <= 0:
         return float("nan")
     from facex_train.pairs import PairStream
