@@ -42,6 +42,27 @@ def _keys(out: Path) -> list[str]:
     return [s["__key__"] for tar in sorted(out.glob("shard-*.tar")) for s in iter_samples(tar)]
 
 
+# Ray's job server answers this (HTTP 500, nothing submitted) while the head's dashboard agent has not registered
+# yet: it waits only 10 s for one, and on a loaded 2-core host the agent can take longer to come up after the head.
+NO_AGENT_YET = "No available agent to submit job"
+
+
+def _submit(address: str, head: subprocess.Popen, *stage: str) -> subprocess.CompletedProcess:
+    """`ray job submit --working-dir . -- python STAGE...` to the head at `address`, as a user runs it; resubmitted
+    while Ray says the head has no job agent yet (Ray's own advice: "please try again later")."""
+    deadline = time.monotonic() + 180
+    while True:
+        job = subprocess.run(
+            [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+             "python", *stage],
+            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        no_agent_yet = job.returncode != 0 and NO_AGENT_YET in job.stdout + job.stderr
+        if not no_agent_yet or head.poll() is not None or time.monotonic() > deadline:
+            return job
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def six_clips(small_sample, tmp_path_factory) -> Path:
     """Six clips (the two sample clips, three times each under other ids), so a run lasts long enough to kill."""
@@ -96,18 +117,14 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
             ray_head("--num-cpus=2", f"--temp-dir={temp_dir}", env=_env(), cwd=REPO) as (head, dashboard):  # fmt: skip
         address = f"http://127.0.0.1:{dashboard}"
         deadline = time.monotonic() + 120
-        while True:
+        while True:  # the head's dashboard answers
             probe = subprocess.run([str(VENV_BIN / "ray"), "job", "list", "--address", address], env=_env(),
                                    capture_output=True, timeout=60)
             if probe.returncode == 0:
                 break
             assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
             time.sleep(1)
-        job = subprocess.run(
-            [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-             "python", "pipelines/extract.py", "--params", str(params), "--no-progress"],
-            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=400,
-        )
+        job = _submit(address, head, "pipelines/extract.py", "--params", str(params), "--no-progress")
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout
         # the training stage on the same cluster, on those shards (2 Ray Train workers, a couple of steps)
@@ -120,11 +137,7 @@ def test_ray_job_submit_to_a_local_cluster_then_read_the_shards(small_sample, tm
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_dir": str(tmp_path / "mlartifacts")},
         }  # fmt: skip
         (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_params))
-        train = subprocess.run(
-            [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-             "python", "pipelines/train.py", "generalist", "--params", str(tmp_path / "train.yaml")],
-            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=400,
-        )  # fmt: skip
+        train = _submit(address, head, "pipelines/train.py", "generalist", "--params", str(tmp_path / "train.yaml"))
         assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-2000:]
         record = json.loads((tmp_path / "trained" / "generalist" / "train_metrics.json").read_text())
         assert record["steps"] == 2 and len(record["losses"]) == 2
