@@ -77,6 +77,14 @@ def test_int_is_accepted_for_float(tmp_path):
     assert params.demo_clips.min_seconds == 2.0 and isinstance(params.demo_clips.min_seconds, float)
 
 
+def test_the_timestep_setting_reaches_the_training_loss_as_one_value(tmp_path):
+    """What train.py hands FaceXModel.training_loss (and bench-specialists samples from): (mean, std) or None."""
+    assert load_params(DEFAULT_PARAMS).train.logit_normal == (2.0, 1.0)  # the embedded default: logit-normal
+    assert load_params(write(tmp_path, {"train": {"logit_mean": 0.5, "logit_std": 2}})).train.logit_normal is None
+    logit = {"timestep_sampling": "logit_normal", "logit_mean": 0.5, "logit_std": 2}
+    assert load_params(write(tmp_path, {"train": logit})).train.logit_normal == (0.5, 2.0)
+
+
 def test_missing_input_path_is_named_only_for_the_running_stage(tmp_path):
     path = write(tmp_path, {"demo_clips": {"extra_portraits": ["portraits/nobody.jpg"]}})
     load_params(path)  # other stages may still parse it

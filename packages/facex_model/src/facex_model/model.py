@@ -278,9 +278,8 @@ class FaceXModel(nn.Module):
     ) -> torch.Tensor:
         """MSE between the U-Net's prediction and the noise (or v) added to the target's VAE latents.
 
-        Timesteps are uniform, or with `logit_normal` = (mean, std) t / T = sigmoid(N(mean, std)) (diffusers'
-        `compute_density_for_timestep_sampling`; a positive mean trains the noisy steps, where the conditions
-        decide the picture, more often). Each sample's conditions are swapped for the learned null with probability
+        Timesteps come from `sample_timesteps` (uniform, or the `logit_normal` = (mean, std) it describes). Each
+        sample's conditions are swapped for the learned null with probability
         `cond_drop_prob` (or where `drop_mask` is True). All randomness comes from `generator`.
         `snr_gamma` turns on min-SNR loss weighting (Hang et al. 2023; diffusers' `compute_snr`).
         """
@@ -289,12 +288,7 @@ class FaceXModel(nn.Module):
         latents = self.encode_latents(target, _on(generator, device), batch.get("target_latent"))
         noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(device)
         num_steps = self.scheduler.config.num_train_timesteps
-        if logit_normal is None:
-            timesteps = torch.randint(0, num_steps, (bsz,), generator=generator)
-        else:
-            u = compute_density_for_timestep_sampling("logit_normal", bsz, *logit_normal, generator=generator)
-            timesteps = (u * num_steps).long().clamp(max=num_steps - 1)
-        timesteps = timesteps.to(device)
+        timesteps = sample_timesteps(bsz, num_steps, generator, logit_normal).to(device)
         if drop_mask is None:
             drop_mask = torch.rand(bsz, generator=generator) < self.config.cond_drop_prob
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
@@ -372,6 +366,18 @@ class FaceXModel(nn.Module):
         elif clip_path is not None:
             config_changes = {"clip_path": str(clip_path), **config_changes}
         return cls(dataclasses.replace(config, **config_changes), backbone=backbone).load_trainable(load_dir)
+
+
+def sample_timesteps(
+    n: int, num_steps: int, generator: torch.Generator | None = None, logit_normal: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """(n,) training timesteps in [0, num_steps), on the CPU: uniform, or with `logit_normal` = (mean, std)
+    t / T = sigmoid(N(mean, std)) (diffusers' `compute_density_for_timestep_sampling`; a positive mean trains the
+    noisy steps, where the conditions decide the picture, more often)."""
+    if logit_normal is None:
+        return torch.randint(0, num_steps, (n,), generator=generator)
+    u = compute_density_for_timestep_sampling("logit_normal", n, *logit_normal, generator=generator)
+    return (u * num_steps).long().clamp(max=num_steps - 1)
 
 
 def _get(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:

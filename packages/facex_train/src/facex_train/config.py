@@ -142,6 +142,11 @@ class TrainConfig:
     NOT_SHAPING = ("out_dir", "checkpoint_dir", "checkpoint_every", "num_to_keep", "log_every", "image_every",
                    "preview_steps", "max_failures", "prefetch", "cache_mb")  # fmt: skip
 
+    @property
+    def logit_normal(self) -> tuple[float, float] | None:
+        """(mean, std) of the logit-normal timesteps, or None for uniform ones (`FaceXModel.training_loss`)."""
+        return (self.logit_mean, self.logit_std) if self.timestep_sampling == "logit_normal" else None
+
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.resolution must be >= 8, train.batch_size and train.grad_accum >= 1")

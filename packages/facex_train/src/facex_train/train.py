@@ -314,7 +314,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     batches = iter(loader)
     tracker = _Tracker(job) if rank == 0 else None
-    logit_normal = (train.logit_mean, train.logit_std) if train.timestep_sampling == "logit_normal" else None
 
     while step < job.steps:
         started = time.perf_counter()
@@ -331,7 +330,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with sync:
                 with precision.autocast():
                     loss = ddp(batch, task=job.task, generator=generator, snr_gamma=train.snr_gamma or None,
-                               logit_normal=logit_normal)
+                               logit_normal=train.logit_normal)
                 precision.backward(loss / train.grad_accum)
             total += loss.detach() / train.grad_accum
         grad_norm, stepped = precision.step(optimizer, params, train.max_grad_norm)
