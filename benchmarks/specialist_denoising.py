@@ -102,5 +102,6 @@ def _difference(a: np.ndarray, b: np.ndarray) -> str:
     se = diff.std(ddof=1) / np.sqrt(len(diff))
     return f"{diff.mean():+.5f} ± {se:.5f} | {diff.mean() / b.mean():+.2%}"
 
+
 if __name__ == "__main__":
     main()
