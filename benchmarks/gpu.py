@@ -354,6 +354,16 @@ def export_learn_data(shards: Path, holdout_every: int, resolution: int, out: Pa
     return out
 
 
+def demo_train_settings():
+    """The FaceX training settings of the embedded default (params.yaml's `train` section, parsed as the stages
+    parse it): the learning check trains with the demo's sizes, learning rate, timestep sampling, min-SNR weighting,
+    clipping and EMA, so that it measures what more steps buy the demo, not another recipe."""
+    sys.path.insert(0, str(REPO))
+    from pipelines.config import load_params
+
+    return load_params(REPO / "params.yaml").train
+
+
 def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.device) -> None:
     """Pretrain the tiny backbone on the training crops, then FaceX on it frozen; score held-out pairs."""
     from PIL import Image
@@ -386,7 +396,10 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     table.add("learn", "VAE held-out round trip", roundtrip_psnr(vae, images[held].to(device)), "dB")
     table.add("learn", "pretraining (VAE + U-Net)", time.perf_counter() - started, "s")
 
+    from dataclasses import asdict
+
     from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from facex_model.backbone import tiny_clip_vision_config
@@ -394,13 +407,15 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     torch.manual_seed(2)
     found = Backbone(unet.to(device), vae.to(device), DDPMScheduler(**sd15_scheduler_config()),
                      CLIPVisionModel(CLIPVisionConfig(**tiny_clip_vision_config())).to(device), "<learn>", "<learn>")
-    config = FaceXConfig(backbone_path="<learn>", **backend_config(backend), rep_dim=64, hidden_dim=64,
-                         inp_channels=(16, 32, 64), inp_grid=8, frc_heads=4, train_vision_encoder=True,
-                         resolution=res, task="headswap")  # fmt: skip
+    settings = demo_train_settings()
+    config = FaceXConfig(**asdict(settings.model), **backend_config(backend), backbone_path="<learn>",
+                         cond_drop_prob=settings.cond_drop_prob, resolution=res, task="headswap")  # fmt: skip
     torch.manual_seed(0)
     model = FaceXModel(config, backbone=found).to(device).train()
     params = model.trainable_parameters()
-    opt = optimizer(params, device)
+    opt = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay,
+                            fused=device.type == "cuda")  # fmt: skip
+    ema = EMAModel(params, decay=settings.ema_decay) if settings.ema_decay > 0 else None
 
     def side(i: int) -> dict:
         return side_inputs(image=data["image"][i], parsing=data["parsing"][i], identity=data["id"][i],
@@ -428,12 +443,20 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     while done < steps and (budget["facex"] is None or time.perf_counter() - started < budget["facex"]):
         done += 1
         with autocast(device):
-            loss = model.training_loss(pairs(train_clips, batch_size), generator=generator)
+            loss = model.training_loss(pairs(train_clips, batch_size), generator=generator,
+                                       snr_gamma=settings.snr_gamma or None, logit_normal=settings.logit_normal)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    table.add("learn", f"FaceX training ({done} steps x {batch_size})", time.perf_counter() - started, "s")
+        if ema is not None:
+            ema.step(params)
+    timesteps = "uniform t" if settings.logit_normal is None else "t/T = sigmoid(N({:g}, {:g}))".format(
+        *settings.logit_normal)
+    table.add("learn", f"FaceX training ({done} steps x {batch_size}, lr {settings.learning_rate:g}, {timesteps})",
+              time.perf_counter() - started, "s")  # fmt: skip
+    if ema is not None:
+        ema.copy_to(params)  # evaluated as the demo's models are saved: the EMA weights
     model.eval()
     held_batch = pairs(held_clips, 4 if smoke else 32)
     with torch.no_grad():

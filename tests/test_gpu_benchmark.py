@@ -55,4 +55,11 @@ def test_smoke_learn_runs_on_exported_shards(small_sample, tmp_path):
     table = run("--smoke", "--learn", "--learn-data", str(data), out=tmp_path / "out")
     values = {r["what"]: r["value"] for r in table["rows"]}
     assert values["held-out self-reconstruction PSNR"] > 0 and "conditional denoising gain (per-level mean)" in values
+    # FaceX trains with the demo's recipe (params.yaml), not the speed sections' optimizer (lr 1e-5, uniform t)
+    from pipelines.config import load_params
+
+    train = load_params(REPO / "params.yaml").train
+    (label,) = [what for what in values if what.startswith("FaceX training")]
+    assert f"lr {train.learning_rate:g}" in label, label
+    assert f"sigmoid(N({train.logit_mean:g}, {train.logit_std:g}))" in label, label
     assert (tmp_path / "out" / "learn_grid.png").is_file()
