@@ -71,12 +71,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def ray_head(*args: str, env: dict[str, str], **popen) -> Iterator[tuple[subprocess.Popen, int]]:
     """`ray start --head --block` on free ports, its dashboard on 127.0.0.1 only, in a process group of its own:
-    yields (the head process, the dashboard port); on the way out that head and its processes stop, no other Ray."""
+    the job agent too (on Ray's fixed default, 52365, it cannot serve while another Ray on the machine holds that
+    port, and every `ray job submit` then answers "No available agent" until it gives up). Yields (the head
+    process, the dashboard port); on the way out that head and its processes stop, no other Ray."""
     dashboard = free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={free_port()}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--ray-client-server-port={free_port()}", "--disable-usage-stats", *args],
+         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}", "--disable-usage-stats", *args],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen,
     )  # fmt: skip
     try:
