@@ -10,7 +10,7 @@ Every model is the published architecture with random weights (SD-1.5 U-Net and 
 paper's extractor networks): the numbers are speed, not quality, except in --learn. The script imports only what
 the GPU machine has (torch, transformers, numpy, opencv, torchmetrics) plus diffusers, carried as a wheel (README
 "GPU benchmark"); no Ray, MLflow, webdataset or decord. With $OUT set, the table is also written to
-$OUT/gpu_benchmark.json (and --learn's grid to $OUT/learn_grid.png).
+$OUT/gpu_benchmark.json (--learn: $OUT/gpu_learn.json and its grid $OUT/learn_grid.png), row by row.
 
 Goals printed beside the figures (ratios measured in the same run):
 - FaceX training step <= 1.0x a plain SD-1.5 U-Net training step at the same shapes;
@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,15 +50,19 @@ FACE_BOXES = {17: (0.05, 0.35, 0.2, 0.8), 1: (0.25, 0.85, 0.25, 0.75), 2: (0.38,
 
 
 class Table:
-    """Rows of (section, what, value, unit, goal): printed last, and as JSON under $OUT."""
+    """Rows of (section, what, value, unit, goal): printed as they come and as a table last; with $OUT set, written
+    to $OUT/<name> after every row, so a run cut short by its time limit still brings back what it measured."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "gpu_benchmark.json", meta: dict | None = None) -> None:
         self.rows: list[dict] = []
+        self.name = name
+        self.meta = meta or {}
 
     def add(self, section: str, what: str, value: float | None, unit: str = "", goal: str = "") -> None:
         self.rows.append({"section": section, "what": what, "value": value, "unit": unit, "goal": goal})
         shown = "-" if value is None else f"{value:.4g}"
         print(f"  [{section}] {what}: {shown} {unit} {goal}".rstrip(), flush=True)
+        self.write()
 
     def render(self) -> str:
         width = max(len(r["what"]) for r in self.rows) if self.rows else 10
@@ -67,11 +72,23 @@ class Table:
             lines.append(f"{r['section']:<9} {r['what']:<{width}} {value:>12} {r['unit']:<12} {r['goal']}")
         return "\n".join(lines)
 
-    def write(self, meta: dict) -> None:
+    def write(self) -> None:
         out = os.environ.get("OUT")
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "gpu_benchmark.json").write_text(json.dumps({**meta, "rows": self.rows}, indent=1) + "\n")
+            (Path(out) / self.name).write_text(json.dumps({**self.meta, "rows": self.rows}, indent=1) + "\n")
+
+    def section(self, name: str, run: Callable[[], None]) -> bool:
+        """Run one section; if it fails, its error becomes a row (the traceback goes to stderr) and the next section
+        still runs: a lent GPU's minutes are too few to lose every figure to one section's first contact with CUDA."""
+        try:
+            run()
+            return True
+        except Exception as error:  # noqa: BLE001 - reported as a row, and the call's exit status says so
+            traceback.print_exc()
+            self.add(name, f"FAILED: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}",
+                     None)  # fmt: skip
+            return False
 
 
 def verdict(value: float, goal: float, higher: bool) -> str:
@@ -151,8 +168,16 @@ def paper_batch(model, batch: int, resolution: int, device: torch.device, latent
     return {k: v.to(device) for k, v in out.items()}
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+LOW_PRECISION = False  # --bf16: the GPU's precision path (bf16 training autocast and inference weights, fp16
+# extractor autocast) on whatever device runs, so that --smoke on the CPU exercises the dtypes a GPU run meets
+
+
+def low_precision(device: torch.device) -> bool:
+    return device.type == "cuda" or LOW_PRECISION
+
+
+def autocast(device: torch.device, dtype: torch.dtype = torch.bfloat16):
+    return torch.autocast(device.type, dtype=dtype) if low_precision(device) else contextlib.nullcontext()
 
 
 def optimizer(params, device: torch.device):
@@ -258,7 +283,7 @@ def inference_section(table: Table, smoke: bool, device: torch.device) -> None:
 
     found = backbone(smoke, device)
     steps = 2 if smoke else 25
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if low_precision(device) else torch.float32
     for resolution in ((32,) if smoke else (256, 512)):
         model = facex_model(found, smoke, resolution, device).eval().to(dtype)
         plain = StableDiffusionPipeline(
@@ -303,7 +328,7 @@ def extractor_section(table: Table, smoke: bool, device: torch.device) -> None:
         "Deep3DFaceRecon R50 (224 px)": (ReconNet(small if smoke else RESNET50), [64 if smoke else 224]),
         "L2CS R50 (448 px)": (L2CS(small if smoke else RESNET50, 90), [64 if smoke else 448]),
     }
-    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    amp = autocast(device, torch.float16)
     total = 0.0
     for name, (net, sizes) in nets.items():
         net = net.to(device).eval()
@@ -377,7 +402,8 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     from facex_train.metrics import reconstruction_metrics
     from facex_train.pretrain import roundtrip_psnr, train_unet, train_vae
 
-    data = np.load(data_path)
+    with np.load(data_path) as stored:  # read each array once: an npz member decompresses whole on every access
+        data = dict(stored)
     backend = str(data["backend"])
     images = torch.from_numpy(data["image"]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     res = images.shape[-1]
@@ -421,6 +447,11 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
         return side_inputs(image=data["image"][i], parsing=data["parsing"][i], identity=data["id"][i],
                            tdmm=data["tdmm"][i], gaze=data["gaze"][i], backend=backend, resolution=res)  # fmt: skip
 
+    # every frame's model inputs, made once and kept on the device: a batch is then two index lookups, so the GPU
+    # waits on no per-step CPU work (the CPU stages' PairStream does this work in its loader workers instead)
+    frames = {name[len("f_"):]: value.to(device) for name, value in
+              collate_sides([{"f": side(i)} for i in range(len(data["image"]))]).items()}  # fmt: skip
+
     by_clip: dict[str, list[int]] = {}
     for i, clip in enumerate(data["clip"]):
         by_clip.setdefault(str(clip), []).append(i)
@@ -429,12 +460,10 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     rng = np.random.default_rng(0)
 
     def pairs(clips: list[str], n: int) -> dict:
-        items = []
-        for _ in range(n):
-            clip = clips[rng.integers(len(clips))]
-            a, b = rng.choice(by_clip[clip], 2, replace=False)
-            items.append({"source": side(a), "target": side(b)})
-        return {k: v.to(device) for k, v in collate_sides(items).items()}
+        chosen = [rng.choice(by_clip[clips[rng.integers(len(clips))]], 2, replace=False) for _ in range(n)]
+        source, target = torch.as_tensor(np.asarray(chosen).T, device=device)
+        return {f"{side}_{k}": v[index] for side, index in (("source", source), ("target", target))
+                for k, v in frames.items()}  # fmt: skip
 
     steps, batch_size = (3, 4) if smoke else (7000, 64)
     generator = torch.Generator().manual_seed(1)
@@ -462,26 +491,35 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     with torch.no_grad():
         outputs, _ = denoise(model, held_batch, "headswap", steps=10, cfg_scale=7.5,
                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    out = os.environ.get("OUT")
+    if out:  # the grid first: it is what a reader of this check wants most
+        rows = [torch.cat([held_batch["source_image"][i].cpu(), held_batch["target_image"][i].cpu(),
+                           outputs[i].float().cpu()], 2) for i in range(min(8, len(outputs)))]  # fmt: skip
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(to_uint8(torch.cat(rows, 1))).resize((3 * 256, 256 * len(rows))).save(
+            Path(out) / "learn_grid.png")
     scores = reconstruction_metrics(outputs.float().cpu(), held_batch["target_image"].float().cpu())
     table.add("learn", "held-out self-reconstruction PSNR", float(scores["psnr"].mean()), "dB")
     table.add("learn", "held-out self-reconstruction SSIM", float(scores["ssim"].mean()), "")
     gain = conditional_gain(model, held_batch, "headswap")
     table.add("learn", "conditional denoising gain (per-level mean)", gain["gain"], "")
     table.add("learn", "conditional gain vs a mismatched pair", gain["mismatch_gain"], "")
+    rate = haar_face_rate(to_uint8(outputs.float().cpu()))
+    table.add("learn", "output face-detection rate (OpenCV Haar, not dlib)", rate, "",
+              "" if rate is not None else "(this OpenCV has no Haar cascades: OpenCV 5 moved them out)")  # fmt: skip
+
+
+def haar_face_rate(crops: np.ndarray) -> float | None:
+    """The share of crops where OpenCV's frontal-face Haar cascade finds a face (the GPU machine has no dlib), or
+    None where the installed OpenCV has no cascades (OpenCV 5 removed CascadeClassifier from the main modules)."""
     import cv2
 
+    if not hasattr(cv2, "CascadeClassifier"):
+        return None
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
-    crops = to_uint8(outputs.float().cpu())
-    found_faces = [len(cascade.detectMultiScale(cv2.cvtColor(cv2.resize(c, (256, 256)), cv2.COLOR_RGB2GRAY))) > 0
-                   for c in crops]  # fmt: skip
-    table.add("learn", "output face-detection rate (OpenCV Haar, not dlib)", float(np.mean(found_faces)), "")
-    out = os.environ.get("OUT")
-    if out:
-        rows = [torch.cat([held_batch["source_image"][i].cpu(), held_batch["target_image"][i].cpu(),
-                           outputs[i].float().cpu()], 2) for i in range(min(8, len(outputs)))]  # fmt: skip
-        Path(out).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_uint8(torch.cat(rows, 1))).resize((3 * 256, 256 * len(rows))).save(
-            Path(out) / "learn_grid.png")
+    found = [len(cascade.detectMultiScale(cv2.cvtColor(cv2.resize(c, (256, 256)), cv2.COLOR_RGB2GRAY))) > 0
+             for c in crops]  # fmt: skip
+    return float(np.mean(found))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,7 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout-every", type=int, default=2, help="for --export-learn-data (split.holdout_every)")
     parser.add_argument("--sections", default="train,infer,extract")
     parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net in the training section")
+    parser.add_argument("--bf16", action="store_true",
+                        help="the GPU's precision path on any device (bf16 autocast and inference weights, fp16 "
+                             "extractors): with --smoke, the CPU rehearses the dtypes a GPU run meets")  # fmt: skip
     args = parser.parse_args(argv)
+    global LOW_PRECISION
+    LOW_PRECISION = args.bf16
     if args.export_learn_data:
         path = export_learn_data(args.shards, args.holdout_every, 64, args.export_learn_data)
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
@@ -506,25 +549,27 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"device: {name}; torch {torch.__version__}; {'smoke shapes' if args.smoke else 'published shapes'}")
-    table = Table()
+    meta = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "learn": args.learn, "bf16": args.bf16}
+    table = Table("gpu_learn.json" if args.learn else "gpu_benchmark.json", meta)
     started = time.perf_counter()
+    passed = []
     if args.learn:
-        learn_section(table, args.learn_data, args.smoke, device)
+        passed.append(table.section("learn", lambda: learn_section(table, args.learn_data, args.smoke, device)))
     else:
         peak = matmul_rate(device, args.smoke)
         table.add("device", "measured bf16 matmul rate" if device.type == "cuda" else "fp32 matmul rate",
                   peak / 1e12, "TFLOP/s")  # fmt: skip
         sections = set(args.sections.split(","))
         if "train" in sections:
-            training_section(table, args.smoke, device, peak, args.compile)
+            passed.append(table.section("train", lambda: training_section(table, args.smoke, device, peak,
+                                                                          args.compile)))  # fmt: skip
         if "infer" in sections:
-            inference_section(table, args.smoke, device)
+            passed.append(table.section("infer", lambda: inference_section(table, args.smoke, device)))
         if "extract" in sections:
-            extractor_section(table, args.smoke, device)
+            passed.append(table.section("extract", lambda: extractor_section(table, args.smoke, device)))
     table.add("total", "wall time", time.perf_counter() - started, "s")
     print("\n" + table.render())
-    table.write({"device": name, "torch": torch.__version__, "smoke": args.smoke, "learn": args.learn})
-    return 0
+    return 0 if all(passed) else 1
 
 
 if __name__ == "__main__":

@@ -14,17 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu.py"
 
 
-def run(*args: str, out: Path) -> dict:
+def run(*args: str, out: Path, returncode: int = 0) -> dict:
     env = {**os.environ, "OUT": str(out), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
                             timeout=900)  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads((out / "gpu_benchmark.json").read_text())
+    assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / ("gpu_learn.json" if "--learn" in args else "gpu_benchmark.json")).read_text())
 
 
 @pytest.mark.slow
-def test_smoke_fills_every_speed_section(tmp_path):
-    table = run("--smoke", out=tmp_path)
+@pytest.mark.parametrize("precision", [(), ("--bf16",)], ids=["fp32", "gpu-dtypes"])
+def test_smoke_fills_every_speed_section(tmp_path, precision):
+    """--bf16 runs the GPU's precision path (bf16 autocast in training, bf16 weights in inference, fp16 extractors)
+    on the CPU: the dtype mix a GPU run meets is checked here, not first on a lent GPU's few minutes."""
+    table = run("--smoke", *precision, out=tmp_path)
+    assert table["bf16"] == bool(precision)
     sections = {r["section"] for r in table["rows"]}
     assert {"device", "train", "infer", "extract", "total"} <= sections
     assert all(r["value"] is not None for r in table["rows"]), [r for r in table["rows"] if r["value"] is None]
@@ -63,3 +67,30 @@ def test_smoke_learn_runs_on_exported_shards(small_sample, tmp_path):
     assert f"lr {train.learning_rate:g}" in label, label
     assert f"sigmoid(N({train.logit_mean:g}, {train.logit_std:g}))" in label, label
     assert (tmp_path / "out" / "learn_grid.png").is_file()
+
+
+def test_a_failing_section_is_a_row_and_the_exit_status(tmp_path):
+    """A section that fails leaves its error in the table (written under $OUT as it goes) and exit status 1, and the
+    total row still comes: a lent GPU's one call brings back every figure the other sections measured."""
+    table = run("--smoke", "--learn", "--learn-data", str(tmp_path / "missing.npz"), out=tmp_path, returncode=1)
+    (failed,) = [r for r in table["rows"] if r["what"].startswith("FAILED")]
+    assert failed["section"] == "learn" and "FileNotFoundError" in failed["what"] and failed["value"] is None
+    assert table["rows"][-1]["section"] == "total"
+
+
+def test_face_rate_counts_faces_and_says_none_without_cascades(monkeypatch):
+    import importlib.util
+
+    import cv2
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    from skimage.data import astronaut  # a real portrait (NASA, public domain), as the learning check's 64 px crops
+
+    face = cv2.resize(astronaut()[0:300, 100:400], (64, 64), interpolation=cv2.INTER_AREA)
+    crops = np.stack([face, np.full_like(face, 128)])  # a face and a blank output
+    assert gpu.haar_face_rate(crops) == 0.5
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # OpenCV 5, as the GPU machine's image may have
+    assert gpu.haar_face_rate(crops) is None
