@@ -1,7 +1,7 @@
 """FaceX at SD-1.5 scale on one GPU: training step, inference, the paper's extractors; and (--learn) whether the
 embedded miniature makes faces when given 20-50x the steps two CPU cores afford. One call, one table at the end.
 
-    python benchmarks/gpu.py                 # train / infer / extract sections (at most ~6 min on one H100/H200)
+    python benchmarks/gpu.py                 # train / infer / extract sections (about 5 min on one H200)
     python benchmarks/gpu.py --learn         # the learning check (at most ~4 min): needs --learn-data
     python benchmarks/gpu.py --smoke         # every section at tiny shapes on the CPU (the test suite runs this)
     python benchmarks/gpu.py --export-learn-data data/learn.npz   # on the CPU machine, from data/shards
@@ -193,6 +193,37 @@ def step_flops(step: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def step_profile(step: Callable[[], object], device: torch.device, seconds: float, name: str,
+                 steps: int = 2) -> tuple[float, float | None]:
+    """Profile `steps` calls of a warm training step: (aten calls per step, nested ones included; the share of the
+    unprofiled step time `seconds` that GPU kernels run, None off CUDA). A step whose kernels fill a small share
+    of its time waits on per-operation launch and Python overhead: fewer, larger operations (torch.compile, CUDA
+    graphs, larger batches) are then the lever, not faster kernels. The top operations by GPU and CPU time go to
+    $OUT/train_profile.txt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    events = prof.key_averages()
+    calls = sum(e.count for e in events if e.key.startswith("aten::")) / steps
+    busy = None
+    if device.type == "cuda":
+        busy = sum(e.self_device_time_total for e in events) / steps / 1e6 / seconds
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        sorts = ("self_device_time_total", "self_cpu_time_total") if device.type == "cuda" else ("self_cpu_time_total",)
+        text = "\n".join(f"{name}, sorted by {key} ({steps} steps)\n{events.table(sort_by=key, row_limit=25)}"
+                         for key in sorts)  # fmt: skip
+        with open(Path(out) / "train_profile.txt", "a") as f:
+            f.write(text + "\n\n")
+    return calls, busy
+
+
 def _facex_step(model, batch: dict, opt, generator: torch.Generator, device: torch.device) -> None:
     with autocast(device):
         loss = model.training_loss(batch, generator=generator)
@@ -227,7 +258,7 @@ def training_section(table: Table, smoke: bool, device: torch.device, peak: floa
     if device.type == "cuda":
         plain.to(memory_format=torch.channels_last)
     plain_opt = optimizer(plain.parameters(), device)
-    for micro in ((2,) if smoke else (8, 32)):
+    for micro in ((2,) if smoke else (8, 32, 64)):  # 64 last: the step times of 8 and 32 first, should it not fit
         facex_seconds = 0.0
         for latents in (False, True):
             batch = paper_batch(model, micro, resolution, device, latents)
@@ -248,6 +279,8 @@ def training_section(table: Table, smoke: bool, device: torch.device, peak: floa
                 mfu = flops / seconds / peak
                 table.add("train", f"FaceX micro-batch {micro}: MFU", mfu * 100, "%",
                           verdict(mfu, GOALS["mfu"], True) if micro == 32 else "")  # fmt: skip
+                if micro == (2 if smoke else 32):
+                    facex_profile = step_profile(step, device, seconds, f"FaceX step, micro-batch {micro}")
         # a plain SD-1.5 U-Net training step at the same shapes: every U-Net weight trainable, text-width context
         size = batch["target_latent"].shape[-1]
         x = torch.randn(micro, 4, size, size, device=device)
@@ -258,6 +291,14 @@ def training_section(table: Table, smoke: bool, device: torch.device, peak: floa
         table.add("train", f"plain SD-1.5 U-Net step, micro-batch {micro}", plain_seconds * 1000, "ms")
         table.add("train", f"FaceX / plain U-Net step, micro-batch {micro}", ratio, "x",
                   verdict(ratio, GOALS["train_ratio"], False))  # fmt: skip
+        if micro == (2 if smoke else 32):
+            plain_step = functools.partial(_plain_step, plain, x, context, plain_opt, device)
+            plain_profile = step_profile(plain_step, device, plain_seconds, f"plain U-Net step, micro-batch {micro}")
+            for label, (calls, busy) in (("FaceX", facex_profile), ("plain U-Net", plain_profile)):
+                table.add("train", f"{label} step, micro-batch {micro}: aten calls per step", calls, "calls")
+                if busy is not None:
+                    table.add("train", f"{label} step, micro-batch {micro}: GPU kernels' share of the step",
+                              busy * 100, "%")  # fmt: skip
 
 
 def _facex_loop(model, f_sd: torch.Tensor, noise: torch.Tensor, scheduler, steps: int) -> torch.Tensor:
@@ -504,22 +545,31 @@ def learn_section(table: Table, data_path: Path, smoke: bool, device: torch.devi
     gain = conditional_gain(model, held_batch, "headswap")
     table.add("learn", "conditional denoising gain (per-level mean)", gain["gain"], "")
     table.add("learn", "conditional gain vs a mismatched pair", gain["mismatch_gain"], "")
-    rate = haar_face_rate(to_uint8(outputs.float().cpu()))
-    table.add("learn", "output face-detection rate (OpenCV Haar, not dlib)", rate, "",
-              "" if rate is not None else "(this OpenCV has no Haar cascades: OpenCV 5 moved them out)")  # fmt: skip
+    rate, detector = face_rate(to_uint8(outputs.float().cpu()))
+    table.add("learn", f"output face-detection rate ({detector}, not dlib)", rate, "")
 
 
-def haar_face_rate(crops: np.ndarray) -> float | None:
-    """The share of crops where OpenCV's frontal-face Haar cascade finds a face (the GPU machine has no dlib), or
-    None where the installed OpenCV has no cascades (OpenCV 5 removed CascadeClassifier from the main modules)."""
+def face_rate(crops: np.ndarray) -> tuple[float | None, str]:
+    """The share of crops (uint8 RGB) where a frontal-face cascade finds a face, and which cascade: OpenCV's Haar
+    cascade, or, where the installed OpenCV has none (OpenCV 5 moved CascadeClassifier out of the main modules, and
+    the GPU machine's image has 5.0), scikit-image's LBP cascade, which ships inside scikit-image (the GPU machine
+    has no dlib). (None, why) where neither is there. Each crop is scaled to 256 px first."""
     import cv2
 
-    if not hasattr(cv2, "CascadeClassifier"):
-        return None
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
-    found = [len(cascade.detectMultiScale(cv2.cvtColor(cv2.resize(c, (256, 256)), cv2.COLOR_RGB2GRAY))) > 0
-             for c in crops]  # fmt: skip
-    return float(np.mean(found))
+    big = [cv2.resize(c, (256, 256)) for c in crops]
+    if hasattr(cv2, "CascadeClassifier"):
+        cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+        return float(np.mean([len(cascade.detectMultiScale(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY))) > 0
+                              for c in big])), "OpenCV Haar"  # fmt: skip
+    try:
+        from skimage.data import lbp_frontal_face_cascade_filename
+        from skimage.feature import Cascade
+    except ImportError:
+        return None, "no cascade: OpenCV without Haar cascades and no scikit-image"
+    lbp = Cascade(lbp_frontal_face_cascade_filename())
+    found = [len(lbp.detect_multi_scale(img=c, scale_factor=1.2, step_ratio=1, min_size=(60, 60), max_size=(256, 256)))
+             > 0 for c in big]  # fmt: skip
+    return float(np.mean(found)), "scikit-image LBP"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,9 +34,11 @@ def test_smoke_fills_every_speed_section(tmp_path, precision):
     assert all(r["value"] is not None for r in table["rows"]), [r for r in table["rows"] if r["value"] is None]
     whats = " | ".join(r["what"] for r in table["rows"])
     for needed in ("precomputed latents: samples/s", "MFU", "FaceX / plain U-Net step", "FaceX / diffusers per step",
-                   "the four together"):  # fmt: skip
+                   "the four together", "FaceX step, micro-batch 2: aten calls per step",
+                   "plain U-Net step, micro-batch 2: aten calls per step"):  # fmt: skip
         assert needed in whats, needed
     assert any("goal" in r["goal"] for r in table["rows"])
+    assert "FaceX step, micro-batch 2" in (tmp_path / "train_profile.txt").read_text()
 
 
 @pytest.mark.slow(seconds=35)
@@ -78,7 +80,7 @@ def test_a_failing_section_is_a_row_and_the_exit_status(tmp_path):
     assert table["rows"][-1]["section"] == "total"
 
 
-def test_face_rate_counts_faces_and_says_none_without_cascades(monkeypatch):
+def test_face_rate_counts_faces_with_either_cascade(monkeypatch):
     import importlib.util
 
     import cv2
@@ -90,7 +92,7 @@ def test_face_rate_counts_faces_and_says_none_without_cascades(monkeypatch):
     from skimage.data import astronaut  # a real portrait (NASA, public domain), as the learning check's 64 px crops
 
     face = cv2.resize(astronaut()[0:300, 100:400], (64, 64), interpolation=cv2.INTER_AREA)
-    crops = np.stack([face, np.full_like(face, 128)])  # a face and a blank output
-    assert gpu.haar_face_rate(crops) == 0.5
-    monkeypatch.delattr(cv2, "CascadeClassifier")  # OpenCV 5, as the GPU machine's image may have
-    assert gpu.haar_face_rate(crops) is None
+    crops = np.stack([face, np.full_like(face, 128), face[::-1]])  # a face, a blank output, a face upside down
+    assert gpu.face_rate(crops) == (1 / 3, "OpenCV Haar")
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # OpenCV 5, as on the GPU machine's image
+    assert gpu.face_rate(crops) == (1 / 3, "scikit-image LBP")
