@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-specialists bench-gpu gpu-carry
+.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-specialists bench-gpu gpu-carry gpu-rehearse
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -101,3 +101,18 @@ bench-gpu: setup
 gpu-carry: setup
 	mkdir -p .whl && $(BIN)/python -m pip download --no-deps --only-binary=:all: -d .whl diffusers==$$($(BIN)/python -c "import diffusers; print(diffusers.__version__)")
 	$(BIN)/python benchmarks/gpu.py --export-learn-data data/learn.npz
+
+## the GPU machine's own packages (the versions its KINDS.md page lists: transformers 5.17, huggingface-hub 1.33,
+## OpenCV 5.0; torch is the project's) in a venv of their own, with the carried diffusers wheel on PYTHONPATH as
+## there: both prepared calls run at smoke shapes in the GPU's dtypes, so version skew and dtype bugs show here and
+## not in the lent minutes (this found OpenCV 5's missing Haar cascades before the first GPU call)
+GPU_REHEARSAL := $(abspath .work/gpu-rehearsal)
+gpu-rehearse: gpu-carry
+	@test -x $(GPU_REHEARSAL)/bin/python || $(PYTHON) -m venv $(GPU_REHEARSAL)
+	$(GPU_REHEARSAL)/bin/python -m pip install -qq --disable-pip-version-check $$(grep -E '^torch==' requirements.lock) \
+	  transformers==5.17.0 huggingface-hub==1.33.0 accelerate==1.15.0 torchmetrics==1.9.0 "opencv-python-headless==5.0.*" \
+	  numpy scipy scikit-image pillow pyyaml safetensors requests regex filelock tqdm
+	rm -rf $(GPU_REHEARSAL)/site && $(GPU_REHEARSAL)/bin/python -m pip install -qq --disable-pip-version-check --no-index \
+	  --no-deps --target $(GPU_REHEARSAL)/site .whl/*.whl
+	PYTHONPATH=$(GPU_REHEARSAL)/site OUT=$(GPU_REHEARSAL)/out $(GPU_REHEARSAL)/bin/python benchmarks/gpu.py --smoke --bf16
+	PYTHONPATH=$(GPU_REHEARSAL)/site OUT=$(GPU_REHEARSAL)/out $(GPU_REHEARSAL)/bin/python benchmarks/gpu.py --smoke --bf16 --learn

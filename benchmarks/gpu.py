@@ -599,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"device: {name}; torch {torch.__version__}; {'smoke shapes' if args.smoke else 'published shapes'}")
-    meta = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "learn": args.learn, "bf16": args.bf16}
+    meta = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "learn": args.learn, "bf16": args.bf16,
+            "gpu_dtypes": low_precision(device)}  # --bf16 given / the GPU's precision path taken (always on CUDA)
     table = Table("gpu_learn.json" if args.learn else "gpu_benchmark.json", meta)
     started = time.perf_counter()
     passed = []

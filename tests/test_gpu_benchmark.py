@@ -28,7 +28,7 @@ def test_smoke_fills_every_speed_section(tmp_path, precision):
     """--bf16 runs the GPU's precision path (bf16 autocast in training, bf16 weights in inference, fp16 extractors)
     on the CPU: the dtype mix a GPU run meets is checked here, not first on a lent GPU's few minutes."""
     table = run("--smoke", *precision, out=tmp_path)
-    assert table["bf16"] == bool(precision)
+    assert table["bf16"] == table["gpu_dtypes"] == bool(precision)
     sections = {r["section"] for r in table["rows"]}
     assert {"device", "train", "infer", "extract", "total"} <= sections
     assert all(r["value"] is not None for r in table["rows"]), [r for r in table["rows"] if r["value"] is None]
