@@ -63,3 +63,30 @@ def test_frc_refuses_a_unet_with_other_blocks(tiny_backbone):
     frc = FacialRepresentationController(block_names=["nope"], block_dims=[32], cross_attention_dim=32, num_heads=4)
     with pytest.raises(ValueError, match="different transformer blocks"):
         frc.install(unet)
+
+
+def test_position_code_is_made_once_and_equals_the_fresh_code():
+    from facex_model.frc import grid_positions, position_code
+
+    code = position_code(64, 32, torch.device("cpu"), torch.float32)
+    assert torch.equal(code, grid_positions(64, 32, torch.device("cpu"), torch.float32))
+    assert position_code(64, 32, torch.device("cpu"), torch.float32) is code  # reused, not remade
+    assert position_code(64, 32, torch.device("cpu"), torch.bfloat16).dtype == torch.bfloat16
+    assert not torch.equal(position_code(16, 32, torch.device("cpu"), torch.float32)[:16], code[:16])
+
+
+def test_a_position_code_first_made_under_inference_mode_still_trains():
+    """Sampling under torch.inference_mode first, then a training step in the same process (evaluation between
+    training rounds): the reused code must be an ordinary tensor that autograd can save for backward."""
+    from facex_model.frc import FRCCrossAttention
+
+    layer = FRCCrossAttention(dim=24, cross_attention_dim=16, num_heads=2)
+    for p in (layer.position, layer.zero_conv):
+        torch.nn.init.normal_(p.weight)
+    hidden, f_sd = torch.randn(2, 49, 24), torch.randn(2, 5, 16)
+    with torch.inference_mode():
+        before = layer(hidden, f_sd)
+    after = layer(hidden, f_sd)
+    after.square().mean().backward()
+    assert torch.equal(before, after.detach())
+    assert layer.position.weight.grad is not None and layer.position.weight.grad.abs().sum() > 0
