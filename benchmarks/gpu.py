@@ -610,14 +610,11 @@ def main(argv: list[str] | None = None) -> int:
         peak = matmul_rate(device, args.smoke)
         table.add("device", "measured bf16 matmul rate" if device.type == "cuda" else "fp32 matmul rate",
                   peak / 1e12, "TFLOP/s")  # fmt: skip
-        sections = set(args.sections.split(","))
-        if "train" in sections:
-            passed.append(table.section("train", lambda: training_section(table, args.smoke, device, peak,
-                                                                          args.compile)))  # fmt: skip
-        if "infer" in sections:
-            passed.append(table.section("infer", lambda: inference_section(table, args.smoke, device)))
-        if "extract" in sections:
-            passed.append(table.section("extract", lambda: extractor_section(table, args.smoke, device)))
+        runs = {"train": lambda: training_section(table, args.smoke, device, peak, args.compile),
+                "infer": lambda: inference_section(table, args.smoke, device),
+                "extract": lambda: extractor_section(table, args.smoke, device)}  # fmt: skip
+        chosen = set(args.sections.split(","))
+        passed += [table.section(name, run) for name, run in runs.items() if name in chosen]
     table.add("total", "wall time", time.perf_counter() - started, "s")
     print("\n" + table.render())
     return 0 if all(passed) else 1
