@@ -212,7 +212,9 @@ def step_profile(step: Callable[[], object], device: torch.device, seconds: floa
     calls = sum(e.count for e in events if e.key.startswith("aten::")) / steps
     busy = None
     if device.type == "cuda":
-        busy = sum(e.self_device_time_total for e in events) / steps / 1e6 / seconds
+        # kernel rows only: an operator's row repeats the device time of the kernels it launched
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / steps / 1e6 / seconds
     out = os.environ.get("OUT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -241,14 +243,16 @@ def _plain_step(unet, x: torch.Tensor, context: torch.Tensor, opt, device: torch
     opt.zero_grad(set_to_none=True)
 
 
-def training_section(table: Table, smoke: bool, device: torch.device, peak: float, compile_unet: bool) -> None:
+def training_section(table: Table, smoke: bool, device: torch.device, peak: float, compile_mode: str | None,
+                     micro_batches: tuple[int, ...] = (8, 32, 64)) -> None:
     resolution = 32 if smoke else 256
     found = backbone(smoke, device)
     model = facex_model(found, smoke, resolution, device)
     if device.type == "cuda":
         model.unet.to(memory_format=torch.channels_last)
-    if compile_unet:
-        model.unet.compile()
+    if compile_mode:  # the U-Net and the CLIP vision encoder: FaceX's two large networks
+        model.unet.compile(mode=compile_mode)
+        model.image_encoder.compile(mode=compile_mode)
     model.train()
     opt = optimizer(model.trainable_parameters(), device)
     generator = torch.Generator().manual_seed(0)
@@ -257,8 +261,10 @@ def training_section(table: Table, smoke: bool, device: torch.device, peak: floa
     plain = backbone(smoke, device).unet.requires_grad_(True).train()  # every U-Net weight trainable, as SD's training
     if device.type == "cuda":
         plain.to(memory_format=torch.channels_last)
+    if compile_mode:  # both or neither: the ratio compares like with like
+        plain.compile(mode=compile_mode)
     plain_opt = optimizer(plain.parameters(), device)
-    for micro in ((2,) if smoke else (8, 32, 64)):  # 64 last: the step times of 8 and 32 first, should it not fit
+    for micro in ((2,) if smoke else micro_batches):  # 64 last: the step times of 8 and 32 first, should it not fit
         facex_seconds = 0.0
         for latents in (False, True):
             batch = paper_batch(model, micro, resolution, device, latents)
@@ -581,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=Path, default=REPO / "data" / "shards", help="for --export-learn-data")
     parser.add_argument("--holdout-every", type=int, default=2, help="for --export-learn-data (split.holdout_every)")
     parser.add_argument("--sections", default="train,infer,extract")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net in the training section")
+    parser.add_argument("--compile", nargs="?", const="default", choices=("default", "reduce-overhead"),
+                        help="torch.compile (this mode; reduce-overhead adds CUDA graphs) FaceX's U-Net and vision "
+                             "encoder and the plain U-Net in the training section")  # fmt: skip
+    parser.add_argument("--micro-batches", default="8,32,64", help="the training section's micro-batches")
     parser.add_argument("--bf16", action="store_true",
                         help="the GPU's precision path on any device (bf16 autocast and inference weights, fp16 "
                              "extractors): with --smoke, the CPU rehearses the dtypes a GPU run meets")  # fmt: skip
@@ -600,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"device: {name}; torch {torch.__version__}; {'smoke shapes' if args.smoke else 'published shapes'}")
     meta = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "learn": args.learn, "bf16": args.bf16,
-            "gpu_dtypes": low_precision(device)}  # --bf16 given / the GPU's precision path taken (always on CUDA)
+            "gpu_dtypes": low_precision(device),  # --bf16 given / the GPU's precision path taken (always on CUDA)
+            "compile": args.compile}
     table = Table("gpu_learn.json" if args.learn else "gpu_benchmark.json", meta)
     started = time.perf_counter()
     passed = []
@@ -610,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = matmul_rate(device, args.smoke)
         table.add("device", "measured bf16 matmul rate" if device.type == "cuda" else "fp32 matmul rate",
                   peak / 1e12, "TFLOP/s")  # fmt: skip
-        runs = {"train": lambda: training_section(table, args.smoke, device, peak, args.compile),
+        micro_batches = tuple(int(m) for m in args.micro_batches.split(","))
+        runs = {"train": lambda: training_section(table, args.smoke, device, peak, args.compile, micro_batches),
                 "infer": lambda: inference_section(table, args.smoke, device),
                 "extract": lambda: extractor_section(table, args.smoke, device)}  # fmt: skip
         chosen = set(args.sections.split(","))
