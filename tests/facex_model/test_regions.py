@@ -28,3 +28,17 @@ def test_unknown_pixels_belong_to_no_region():
     masks = region_masks(parsing)
     assert masks.sum().item() == 1
     assert masks[0, PAPER_REGIONS.index("skin"), 0, 0] == 1
+
+
+def test_region_masks_match_a_membership_test_per_region_for_every_class_value():
+    from facex_model.regions import ALL_REGIONS, REGION_CLASS_IDS
+
+    parsing = torch.randint(0, 19, (3, 9, 11), generator=torch.Generator().manual_seed(0))
+    parsing[0, 0] = UNKNOWN
+    for dtype in (torch.uint8, torch.int64):
+        masks = region_masks(parsing.to(dtype), ALL_REGIONS)
+        for row, name in enumerate(ALL_REGIONS):
+            expected = torch.isin(parsing, torch.tensor(REGION_CLASS_IDS[name])).float()
+            assert torch.equal(masks[:, row], expected), (name, dtype)
+    assert masks.dtype == torch.float32 and masks.shape == (3, len(ALL_REGIONS), 9, 11)
+    assert masks[0, :, 0].sum() == 0  # UNKNOWN pixels: no region
