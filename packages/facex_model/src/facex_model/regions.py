@@ -6,6 +6,8 @@ Class ids are :mod:`facex_data.schema`'s (``CLASS_ID``); a pixel a backend canno
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from facex_data.schema import CLASS_ID
@@ -43,16 +45,24 @@ def region_masks(parsing: torch.Tensor, regions: tuple[str, ...] | list[str] = P
     makes these masks a dozen times, and on the CPU the per-region tests cost 3 % of the step."""
     if parsing.ndim == 4:
         parsing = parsing.squeeze(1)
+    table = _region_table(tuple(regions), parsing.device)
+    index = parsing.long()
+    inside = (index >= 0) & (index < 256)  # a value outside the byte range (none in a shard) is in no region
+    masks = table[:, torch.where(inside, index, 255)]  # (R, B, H, W); 255 is UNKNOWN: no region
+    return masks.permute(1, 0, 2, 3).contiguous()
+
+
+@functools.lru_cache(maxsize=32)
+def _region_table(regions: tuple[str, ...], device: torch.device) -> torch.Tensor:
+    """(R, 256) float {0, 1}: row r marks the class ids of regions[r]; made once per regions and device (read-only)."""
     unknown = [name for name in regions if name not in REGION_CLASS_IDS]
     if unknown:
         raise KeyError(f"unknown region {unknown[0]!r}; known regions: {', '.join(ALL_REGIONS)}")
-    table = torch.zeros(len(regions), 256, dtype=torch.float32)
-    for row, name in enumerate(regions):
-        table[row, list(REGION_CLASS_IDS[name])] = 1.0
-    index = parsing.long()
-    inside = (index >= 0) & (index < 256)  # a value outside the byte range (none in a shard) is in no region
-    masks = table.to(parsing.device)[:, torch.where(inside, index, 255)]  # (R, B, H, W); 255 is UNKNOWN: no region
-    return masks.permute(1, 0, 2, 3).contiguous()
+    with torch.inference_mode(False):  # an ordinary tensor even if first made under inference mode
+        table = torch.zeros(len(regions), 256, dtype=torch.float32)
+        for row, name in enumerate(regions):
+            table[row, list(REGION_CLASS_IDS[name])] = 1.0
+        return table.to(device)
 
 
 def union_mask(parsing: torch.Tensor, regions: tuple[str, ...] | list[str]) -> torch.Tensor:
