@@ -41,6 +41,7 @@ def test_the_run_name_follows_what_shapes_the_trajectory_only():
     assert _job(timestep_sampling="logit_normal").run_name() != base
     assert _job(timestep_sampling="logit_normal", logit_mean=2.0).run_name() != _job(
         timestep_sampling="logit_normal").run_name()
+    assert _job(latent_cache_mb=0).run_name() != base  # encoding per step rounds differently: a new trajectory
     for unshaping in (dict(log_every=5), dict(cache_mb=0), dict(prefetch=False), dict(checkpoint_every=3)):
         assert _job(**unshaping).run_name() == base, unshaping
     assert dataclasses.replace(_job(), model_dir="/elsewhere", storage_path="/x").run_name() == base

@@ -47,6 +47,7 @@ from facex_model import features
 from facex_model.model import CONFIG_NAME, TRAIN_METRICS, WEIGHTS_NAME, FaceXConfig, FaceXModel
 from facex_train.code import closure_digest
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
+from facex_train.latent_cache import LatentCache
 from facex_train.optim_state import flatten_optimizer, unflatten_optimizer
 from facex_train.pairs import POSITION, DataPosition, PairConfig, pair_loader
 
@@ -313,6 +314,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         str(train.shards), pairs, job.micro_batch, set(job.holdout), rank, world, position, train.prefetch
     )
     batches = iter(loader)
+    latents = LatentCache(model.vae, train.latent_cache_mb * 2**20) if train.latent_cache_mb > 0 else None
     tracker = _Tracker(job) if rank == 0 else None
 
     while step < job.steps:
@@ -326,6 +328,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             position = batch.pop(POSITION)
             batch = features.batch_to(batch, device)
             data_seconds += time.perf_counter() - fetch
+            if latents is not None and "target_latent" not in batch:
+                batch["target_latent"] = latents.moments(batch["target_image"])
             sync = contextlib.nullcontext() if micro == train.grad_accum - 1 or world == 1 else ddp.no_sync()
             with sync:
                 with precision.autocast():
