@@ -32,7 +32,8 @@ class LatentCache:
 
     @torch.no_grad()
     def moments(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 2C, h, w) float32 posterior moments of `images` (B, 3, H, W) in [-1, 1], on their device."""
+        """(B, 2C, h, w) float32 posterior moments of `images` (B, 3, H, W) in [-1, 1], on the VAE's device. Hand it
+        the loader's CPU crops: the keys are their bytes, read without waiting for a device."""
         out = []
         for image in images:
             key = _key(image)
@@ -47,13 +48,13 @@ class LatentCache:
 
     def _encode(self, image: torch.Tensor) -> torch.Tensor:
         self.encoded += 1
-        dist = self.vae.encode(image.unsqueeze(0).to(self.vae.dtype)).latent_dist
+        dist = self.vae.encode(image.unsqueeze(0).to(self.vae.device, self.vae.dtype)).latent_dist
         return dist.parameters[0].float()
 
 
 def _key(image: torch.Tensor) -> bytes:
     digest = hashlib.blake2b(str(tuple(image.shape)).encode(), digest_size=16)
-    digest.update(image.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(image.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.digest()
 
 

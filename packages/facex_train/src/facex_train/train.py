@@ -326,10 +326,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             fetch = time.perf_counter()
             batch = next(batches)
             position = batch.pop(POSITION)
+            if latents is not None and "target_latent" not in batch:  # keyed on the loader's CPU crops: no device sync
+                batch["target_latent"] = latents.moments(batch["target_image"])
             batch = features.batch_to(batch, device)
             data_seconds += time.perf_counter() - fetch
-            if latents is not None and "target_latent" not in batch:
-                batch["target_latent"] = latents.moments(batch["target_image"])
             sync = contextlib.nullcontext() if micro == train.grad_accum - 1 or world == 1 else ddp.no_sync()
             with sync:
                 with precision.autocast():
