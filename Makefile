@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-specialists bench-heads bench-latents bench-gpu gpu-carry gpu-rehearse
+.PHONY: setup demo ablations test test-deps test-fast lint lock bench-extract bench-model bench-paper bench-infer bench-train bench-caption bench-specialists bench-heads bench-latents bench-overhead bench-gpu gpu-carry gpu-rehearse
 
 ## setup: create .venv if missing and install the pinned lock + both packages (no-op when nothing changed)
 setup: $(STAMP)
@@ -100,6 +100,10 @@ bench-heads: setup
 ## the latent cache (train.latent_cache_mb) off vs on in the generalist stage as the demo runs it
 bench-latents: setup
 	$(BIN)/python benchmarks/latent_cache.py
+
+## a training stage's wall time outside its steps: imports, Ray's and Ray Train's start, wind-down (needs data/models)
+bench-overhead: setup
+	$(BIN)/python benchmarks/stage_overhead.py
 
 ## on a CUDA machine with the project venv: the SD-1.5-scale table (train, infer, extract); --learn: the learning check
 bench-gpu: setup
