@@ -4,7 +4,8 @@ Runs one training stage of the params (default `reenact`, the demo's finetune; `
 for `--steps` steps as `pipelines/train.py` runs it, without MLflow, and prints each phase's seconds: the stack's
 import in a fresh process (what each Ray Train worker pays too), `ray.init`, `TorchTrainer.fit` outside the steps
 (controller, placement group, workers' start and imports, model build, the final held-out loss, grid and checkpoint)
-and the steps themselves (the `timings` the workers record), then Ray's shutdown.
+and the steps themselves (the `timings` the workers record), then Ray's shutdown; and, for scale, the same Ray
+Train run with a loop that only reports (Ray Train's own start and wind-down: no floor below it without Ray Train).
 
     python benchmarks/stage_overhead.py [--stage reenact] [--steps 20] [--params params.yaml]
 
@@ -29,6 +30,23 @@ def fresh_import_seconds(module: str) -> float:
     """Seconds a new interpreter takes to import `module` (as a Ray Train worker does on its first call)."""
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
     return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+
+
+def report_only(config: dict) -> None:
+    """A Ray Train loop that does nothing but report: what any TorchTrainer.fit costs around its loop."""
+    import ray.train
+
+    ray.train.report({"done": 1})
+
+
+def empty_fit_seconds(workers: int, storage: str) -> float:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    TorchTrainer(report_only, scaling_config=ScalingConfig(num_workers=workers),
+                 run_config=RunConfig(name="bench-overhead-empty", storage_path=storage)).fit()  # fmt: skip
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -62,6 +80,7 @@ def main() -> None:
             mark = time.perf_counter()
             summary = fit(run)
             fitted = time.perf_counter() - mark
+            empty = empty_fit_seconds(job.compute.num_workers, f"{tmp}/ray")
             mark = time.perf_counter()
         shutdown = time.perf_counter() - mark
         assert not ray.is_initialized()
@@ -76,6 +95,7 @@ def main() -> None:
         print(f"  {name:<44} {seconds:>7.1f} s {share}")
     outside = stage - steps
     print(f"outside the steps: {outside:.1f} s per stage run (the steps: {steps / len(summary['timings']):.3f} s each)")
+    print(f"for scale, TorchTrainer.fit of a loop that only reports ({job.compute.num_workers} workers): {empty:.1f} s")
 
 
 if __name__ == "__main__":
