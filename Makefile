@@ -33,13 +33,16 @@ $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PKGS))
 	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps --no-build-isolation $(addprefix -e ,$(PKGS))
 	@touch $@
 
-## demo: the main job, every stage of the embedded default profile up to the registry and the example grids
+## demo: the main job, every stage of the embedded default profile up to the registry and the example grids;
+## it ends with the wall time of each stage DVC ran (pipelines/stage_clock.py)
 demo: setup
-	$(BIN)/python -m dvc repro register examples
+	start=$$(date +%s); $(BIN)/python -m dvc repro register examples; status=$$?; \
+	$(BIN)/python pipelines/stage_clock.py --since $$start; exit $$status
 
 ## ablations: paper Table 3 in miniature (one generalist per row, same budget): metrics/ablations.{json,md,csv}
 ablations: setup
-	$(BIN)/python -m dvc repro ablations
+	start=$$(date +%s); $(BIN)/python -m dvc repro ablations; status=$$?; \
+	$(BIN)/python pipelines/stage_clock.py --since $$start; exit $$status
 
 PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl))
 

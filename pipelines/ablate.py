@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 
 TASK = "headswap"  # the generalist's assembly (paper §3.5)
 COLUMNS = ("psnr", "ssim", "rmse", "gain", "gain_se", "mismatch_gain", "heldout_loss")
@@ -180,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 from facex_train.benchmark.protocols import PairSettings  # noqa: E402
 from facex_train.benchmark.runner import BenchmarkError, RunSettings, run_benchmark  # noqa: E402
 from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 from pipelines.tracking import ensure_experiment, tracking_uri  # noqa: E402
 
 
@@ -58,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

@@ -43,6 +43,7 @@ from facex_train.evaluation import (  # noqa: E402
 )
 from facex_train.metrics import STANDIN, FaceMeasurer, build_fid  # noqa: E402
 from pipelines.config import Params, ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 
 REFERENCE = "inpainting_reference"  # the I_R baseline row of metrics.json
 
@@ -199,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

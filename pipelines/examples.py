@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script (DVC): make `pipelines` importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import ExamplesParams, ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 
 # which tasks show each model off: the specialists their own task, the generalist the rest (paper §4)
 MODEL_TASKS: dict[str, tuple[str, ...]] = {
@@ -134,4 +135,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 from facex_data.extraction import run_extraction  # noqa: E402
 from facex_data.paths import InputPath  # noqa: E402
 from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,4 +57,4 @@ def _enabled(path: str | None) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

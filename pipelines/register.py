@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
 
 from facex_model.model import TRAIN_METRICS  # noqa: E402
 from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
 ALIAS = "champion"
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

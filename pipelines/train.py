@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import REPO_ROOT, Params, ParamsError, load_params  # noqa: E402
+from pipelines.stage_clock import timed  # noqa: E402
 from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
 
@@ -171,4 +172,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(timed(main))

@@ -76,6 +76,11 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # the training stages' local Ray serves the state API that Ray Train's placement-group cleaner polls
     assert "Failed to query Ray Train Controller actor state" not in first.stdout + first.stderr
+    # it ends with each stage DVC ran and its wall time, in the order they ran
+    clock = first.stdout[first.stdout.index("stage times (") :]
+    ran = ["demo_clips", "extract", "pretrain", "train_generalist", "finetune@reenact", "evaluate", "register"]
+    assert all(f"  {name} " in clock for name in ran), clock
+    assert [clock.index(f"  {name} ") for name in ran] == sorted(clock.index(f"  {name} ") for name in ran)
 
     clips = clone / params["demo_clips"]["out_dir"]
     info = json.loads((clips / "celebvhq_info.json").read_text())
@@ -135,6 +140,7 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     # make ablations: one model per row, one table
     ablate = make("ablations")
     assert ablate.returncode == 0, ablate.stdout[-3000:] + ablate.stderr[-3000:]
+    assert "  ablate@no_frc " in ablate.stdout and "  ablations " in ablate.stdout, ablate.stdout[-2000:]
     table = json.loads((clone / "metrics" / "ablations.json").read_text())
     assert set(table["rows"]) == {"full", "no_frc", "inpainting_reference"}
     assert "| no_frc |" in (clone / "metrics" / "ablations.md").read_text()
@@ -162,3 +168,4 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Data and pipelines are up to date" in second.stdout + second.stderr
     assert "Running stage" not in second.stdout + second.stderr
+    assert "stage times: no stage ran" in second.stdout
