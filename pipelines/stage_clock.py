@@ -34,7 +34,7 @@ def timed(main: Callable[[], int | None]) -> int | None:
         status = code or 0
         return code
     except SystemExit as exit_:
-        status = exit_.code if isinstance(exit_.code, int) else 1
+        status = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1  # sys.exit's rules
         raise
     except KeyboardInterrupt:
         status = "interrupted"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
@@ -49,7 +50,9 @@ def test_a_stage_that_raises_is_recorded_as_failed_and_the_error_still_propagate
         stage_clock.timed(broken)
     with pytest.raises(SystemExit):
         stage_clock.timed(usage)
-    assert [r["exit"] for r in _lines(log)] == ["error", 2]
+    with pytest.raises(SystemExit):
+        stage_clock.timed(sys.exit)  # sys.exit() with no code is a success
+    assert [r["exit"] for r in _lines(log)] == ["error", 2, 0]
 
 
 def test_the_summary_lists_the_runs_since_a_time_in_order_with_their_total(log, monkeypatch):
