@@ -113,12 +113,18 @@ def score(params: Params, model_dir: Path | None) -> dict:
 def run_row(params: Params, row: str) -> dict:
     from PIL import Image
 
+    from facex_model.model import RUN_RECORD
+
     started = time.monotonic()
     model_dir, summary = train_row(params, row)
     section, grid = score(params, model_dir)
     result = {"row": row, "changes": params.ablations.rows[row], "steps": summary["steps"],
-              "heldout_loss": summary.get("heldout_loss"), "seconds": round(time.monotonic() - started, 1),
+              "heldout_loss": summary.get("heldout_loss"),
               **{k: v for k, v in section.items() if k != "pairs"}, "pairs": section["pairs"]}  # fmt: skip
+    # the row's wall time goes with its training run's record (.dvcignore'd), not into the results DVC hashes
+    record = model_dir / RUN_RECORD
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"row_seconds": round(time.monotonic() - started, 1)},
+                                 indent=1) + "\n")  # fmt: skip
     out = params.ablations.out_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{row}.json").write_text(json.dumps(result, indent=1) + "\n")

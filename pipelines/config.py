@@ -117,6 +117,13 @@ class Params:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
+def repo_relative(path: str | os.PathLike) -> str:
+    """`path` relative to the repository when it lies inside it (what outputs record: the same in every checkout),
+    else as it is."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.relative_to(REPO_ROOT).as_posix() if absolute.is_relative_to(REPO_ROOT) else str(path)
+
+
 def params_path(explicit: str | os.PathLike | None = None) -> Path:
     """The params file to use: an explicit path, else ``$FACEX_PARAMS``, else the repo's params.yaml."""
     if explicit:

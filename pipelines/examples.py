@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (DVC): make `pipelines` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import ExamplesParams, ParamsError, load_params  # noqa: E402
+from pipelines.config import ExamplesParams, ParamsError, load_params, repo_relative  # noqa: E402
 from pipelines.stage_clock import timed  # noqa: E402
 
 # which tasks show each model off: the specialists their own task, the generalist the rest (paper §4)
@@ -72,7 +72,8 @@ def run(cfg: ExamplesParams, weights_dir: Path | None = None) -> dict:
     from facex_model.watermark import save_image
 
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    index: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "grids": {}}
+    settings = {k: repo_relative(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}  # checkout-free
+    index: dict = {"settings": settings, "grids": {}}
     missing = [m for m in cfg.models if not (cfg.models_dir / m / "config.json").is_file()]
     if len(missing) == len(cfg.models):
         raise FileNotFoundError(

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script (DVC, ray job submit): make `pi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facex_model.model import TRAIN_METRICS  # noqa: E402
-from pipelines.config import ParamsError, load_params  # noqa: E402
+from pipelines.config import ParamsError, load_params, repo_relative  # noqa: E402
 from pipelines.stage_clock import timed  # noqa: E402
 from pipelines.tracking import dvc_hash, ensure_experiment, git_commit, tracking_uri  # noqa: E402
 
@@ -41,7 +41,7 @@ def headline_for(name: str, model_dir: Path, metrics_file: Path) -> dict[str, An
         metrics = json.loads(metrics_file.read_text())
         if name in metrics and "headline" in metrics[name]:
             head = dict(metrics[name]["headline"])
-            return {**head, "value": float(head["value"]), "source": str(metrics_file)}
+            return {**head, "value": float(head["value"]), "source": repo_relative(metrics_file)}
     train_metrics = model_dir / TRAIN_METRICS
     if not train_metrics.is_file():
         raise FileNotFoundError(f"{train_metrics} not found: run the training stage for {name} first")
@@ -50,7 +50,7 @@ def headline_for(name: str, model_dir: Path, metrics_file: Path) -> dict[str, An
         "name": "heldout_loss",
         "value": float("nan") if value is None else float(value),
         "higher_is_better": False,
-        "source": str(train_metrics),
+        "source": repo_relative(train_metrics),
     }
 
 
@@ -123,6 +123,13 @@ def register_model(name: str, model_dir: Path, metrics_file: Path, prefix: str, 
     }
 
 
+def _shown(uri: str) -> str:
+    """The tracking URI as the summary records it: a sqlite file inside the repo by its repo-relative path (the
+    params' own form), so that the summary reads the same in every checkout."""
+    prefix = "sqlite:///"
+    return prefix + repo_relative(uri[len(prefix) :]) if uri.startswith(prefix) else uri
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", help="params file (default: $FACEX_PARAMS or params.yaml)")
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tracking_uri": tracking_uri(params), "models": results}, indent=1) + "\n")
+    summary = {"tracking_uri": _shown(tracking_uri(params)), "models": results}
+    out.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"registry summary in {out}")
     return 0
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import statistics
 
@@ -7,7 +8,7 @@ from safetensors.torch import load_file
 
 from facex_data.schema import UNKNOWN
 from facex_model.backbone import load_backbone
-from facex_model.model import WEIGHTS_NAME, FaceXModel
+from facex_model.model import WEIGHTS_NAME, FaceXConfig, FaceXModel, write_config
 
 
 def _step(model, batch, drop_mask=None, seed=0, lr=1e-3):
@@ -142,6 +143,35 @@ def test_save_load_round_trip_gives_identical_outputs(tiny_model, make_batch, tm
     loaded = FaceXModel.from_pretrained(tmp_path / "facex")
     for a, b in zip(_outputs(model, batch), _outputs(loaded, batch)):
         assert torch.equal(a, b)
+
+
+def test_relative_paths_name_the_backbone_from_the_folder_and_survive_moving_both(make_batch, tmp_path, tiny_backbone):
+    """The pipeline's model folders name their backbone relative to themselves: the same config.json bytes in every
+    checkout (DVC's hashes), and a checkout moved as a whole still loads; a backbone that shares nothing but the
+    filesystem's root with the folder stays absolute."""
+    import shutil
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(tiny_backbone, checkout / "data" / "backbone")
+    torch.manual_seed(0)
+    model = FaceXModel(FaceXConfig.tiny(checkout / "data" / "backbone"))
+    batch = make_batch()
+    _step(model, batch)
+    model.save_pretrained(checkout / "data" / "models" / "generalist", relative_paths=True)
+    written = json.loads((checkout / "data" / "models" / "generalist" / "config.json").read_text())
+    assert written["backbone_path"] == "../../backbone" and written["clip_path"] is None
+
+    moved = shutil.move(checkout, tmp_path / "elsewhere")
+    assert not (checkout / "data" / "backbone").exists()
+    loaded = FaceXModel.from_pretrained(tmp_path / "elsewhere" / "data" / "models" / "generalist")
+    assert loaded.config.backbone_path == str(tmp_path / "elsewhere" / "data" / "backbone") == str(
+        moved / "data" / "backbone")  # fmt: skip
+    for a, b in zip(_outputs(model, batch), _outputs(loaded, batch)):
+        assert torch.equal(a, b)
+
+    far = dataclasses.replace(model.config, backbone_path="/facex-nowhere/backbone")
+    write_config(tmp_path, far, relative_paths=True)
+    assert json.loads((tmp_path / "config.json").read_text())["backbone_path"] == "/facex-nowhere/backbone"
 
 
 def test_loading_onto_a_different_base_unet(tiny_model, make_batch, tmp_path, other_backbone):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -166,3 +167,30 @@ def test_a_bad_row_gets_its_reason_the_others_their_images_and_a_shared_image_is
     # the source once for the four rows that share it, the photo target once for three, the dog once (the inpaint
     # row detects its target on its own before it is refused)
     assert sorted(detected) == ["source", "target", "target", "target"]
+
+
+def test_a_folder_naming_its_backbone_relatively_is_logged_with_the_absolute_path(registry, model_dir, tiny_backbone,
+                                                                                   tmp_path):  # fmt: skip
+    """The pipeline's model folders name their backbone relative to themselves; the registry's copy lies elsewhere,
+    so it is logged naming the backbone absolutely and loads on this machine without a model_config."""
+    import dataclasses
+    import json
+    import shutil
+
+    import mlflow
+
+    from facex_model.model import FaceXModel, write_config
+
+    backbone = shutil.copytree(tiny_backbone, tmp_path / "data" / "backbone")
+    folder = shutil.copytree(model_dir, tmp_path / "data" / "models" / "swap")
+    config = FaceXModel.read_config(folder)
+    write_config(folder, dataclasses.replace(config, backbone_path=str(backbone)), relative_paths=True)
+    assert json.loads((folder / "config.json").read_text())["backbone_path"] == "../../backbone"
+    with mlflow.start_run():
+        uri = pyfunc.log_model(folder, "relative").model_uri
+
+    loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model().pipeline
+    assert loaded.model.config.backbone_path == str(backbone)
+    logged = next(Path(mlflow.artifacts.download_artifacts(uri)).rglob("config.json"))
+    assert json.loads(logged.read_text())["backbone_path"] == str(backbone)
+    assert json.loads((folder / "config.json").read_text())["backbone_path"] == "../../backbone"  # left as it was

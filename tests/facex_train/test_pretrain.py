@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def test_the_stage_writes_a_backbone_that_load_backbone_loads_with_the_datas_sca
     assert latents.std() == pytest.approx(1.0, abs=0.1)  # unit variance, as SD's scaled latents have
     stored = json.loads((cfg.out_dir / METRICS_FILE).read_text())
     assert stored["train_crops"] == len(train) and stored["unet"]["final_loss"] > 0
+    # results only, the same bytes in every checkout: the shards by their path from the backbone folder, and the
+    # wall seconds in the run record, which .dvcignore keeps out of DVC's hash
+    assert stored["config"]["shards"] == Path(os.path.relpath(shards, cfg.out_dir)).as_posix()
+    assert "seconds" not in json.dumps(stored) and str(shards) not in json.dumps(stored)
+    record = json.loads((cfg.out_dir / pretrain_module.RUN_RECORD).read_text())
+    assert record["vae_seconds"] > 0 and record["unet_seconds"] > 0 and metrics["seconds"] == record
+    assert pretrain_module.RUN_RECORD in (Path(__file__).parents[2] / ".dvcignore").read_text().split()
+    from facex_model import model
+
+    assert pretrain_module.RUN_RECORD == model.RUN_RECORD  # one name for every stage's run record
 
 
 def test_held_out_clips_are_never_pretrained_on(shards):
@@ -130,7 +141,8 @@ def test_a_killed_pretraining_resumes_the_identical_trajectory_from_its_last_che
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert again["vae"]["scaling_factor"] == metrics["vae"]["scaling_factor"]
     assert again["unet"]["final_loss"] == metrics["unet"]["final_loss"]
-    assert again["config"] == metrics["config"] and "checkpoint_dir" not in again["config"]
+    assert again["config"] | {"shards": None} == metrics["config"] | {"shards": None}  # shards: from each out_dir
+    assert "checkpoint_dir" not in again["config"]
 
 
 def test_changing_only_the_unets_settings_reuses_the_trained_vae(pretrained, shards, tmp_path, phases):

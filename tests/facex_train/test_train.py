@@ -20,7 +20,7 @@ from facex_data.extraction import ExtractConfig, run_extraction
 from facex_data.layout import written_clips
 from facex_data.manifest import FrameSelection
 from facex_data.paths import InputPath
-from facex_model.model import FaceXConfig, FaceXModel
+from facex_model.model import RUN_RECORD, FaceXConfig, FaceXModel
 from facex_train.config import ComputeConfig, TrainConfig
 from facex_train.pairs import POSITION, DataPosition, PairConfig, pair_loader
 from facex_train.train import STATE_JSON, TrainJob
@@ -148,9 +148,14 @@ def test_two_workers_learn_and_checkpoint(uninterrupted, tiny_backbone, train_sh
     job, losses, weights = uninterrupted
     assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))
     summary = json.loads((Path(job.model_dir) / "train_metrics.json").read_text())
-    assert summary["resumed_at"] == []
     assert summary["clips"] == {"trained_on": written_clips(train_shards), "held_out": []}  # what benchmarks check
-    run = Path(job.storage_path) / summary["run_name"]
+    # the results apart from this run's own record (wall times, run name, resumes: .dvcignore'd), and the backbone
+    # named from the model folder: the same bytes in every checkout
+    record = json.loads((Path(job.model_dir) / RUN_RECORD).read_text())
+    assert record["resumed_at"] == [] and len(record["timings"]) == 40 and not {"timings", "run_name"} & set(summary)
+    written = json.loads((Path(job.model_dir) / "config.json").read_text())["backbone_path"]
+    assert not Path(written).is_absolute() and (Path(job.model_dir) / written).resolve() == tiny_backbone.resolve()
+    run = Path(job.storage_path) / record["run_name"]
     checkpoints = sorted(p.name for p in run.glob("step-*"))
     assert checkpoints[-1] == "step-00000040" and len(checkpoints) <= job.train.num_to_keep
     final = run / "step-00000040"
@@ -177,7 +182,7 @@ def test_killed_job_resumes_on_the_same_trajectory(uninterrupted, tiny_backbone,
     assert not (Path(job.model_dir) / "train_metrics.json").exists()
     again = _run_driver(job, tmp_path, "second")
     assert again.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
-    summary = json.loads((Path(job.model_dir) / "train_metrics.json").read_text())
+    summary = json.loads((Path(job.model_dir) / RUN_RECORD).read_text())
     assert len(summary["resumed_at"]) == 1 and 10 <= summary["resumed_at"][0] < 40
     losses, weights = _result(job)
     assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-6)
@@ -199,7 +204,7 @@ def test_a_killed_worker_is_retried_and_the_run_finishes(uninterrupted, tmp_path
     workers[-1].kill()
     assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert "[FailurePolicy] RETRY" in (tmp_path / "run.log").read_text()
-    summary = json.loads((Path(job.model_dir) / "train_metrics.json").read_text())
+    summary = json.loads((Path(job.model_dir) / RUN_RECORD).read_text())
     assert len(summary["resumed_at"]) == 1 and 5 <= summary["resumed_at"][0] < 40  # from a checkpoint, not step 0
     losses, weights = _result(job)
     assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-6)
@@ -217,7 +222,7 @@ def test_an_fp16_run_learns_and_checkpoints_its_loss_scale(tiny_backbone, train_
     assert proc.wait(timeout=600) == 0, (tmp_path / "fp16.log").read_text()[-3000:]
     losses, _ = _result(job)
     assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
-    summary = json.loads((Path(job.model_dir) / "train_metrics.json").read_text())
+    summary = json.loads((Path(job.model_dir) / RUN_RECORD).read_text())
     state = json.loads((Path(job.storage_path) / summary["run_name"] / "step-00000020" / STATE_JSON).read_text())
     assert state["grad_scaler"]["scale"] > 0 and state["grad_scaler"]["growth_interval"] == 2000
     batch = next(iter(pair_loader(train_shards, PairConfig(resolution=32, seed=3), batch_size=4)))

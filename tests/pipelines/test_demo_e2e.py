@@ -48,6 +48,33 @@ def small_profile(params: dict) -> dict:
     return params
 
 
+TEXT = {".json", ".jsonl", ".md", ".csv", ".yaml", ".txt"}
+
+
+def checkout_bound(clone: Path) -> list[str]:
+    """What in the demo's and ablations' outputs names the checkout or records wall time: either makes the same
+    run in another checkout (or the same one later) hash differently in dvc.lock although no result moved. The
+    .dvcignore'd run records (runs.jsonl, run_record.json) are where wall times belong."""
+    ignored = set((clone / ".dvcignore").read_text().split())
+    found = []
+    for path in sorted(p for root in ("data", "metrics") for p in (clone / root).rglob("*") if p.is_file()):
+        if path.suffix not in TEXT or path.name in ignored:
+            continue
+        text = path.read_text()
+        if str(clone) in text or str(clone.resolve()) in text:
+            found.append(f"{path.relative_to(clone)}: names the checkout")
+        if path.suffix == ".json" and _timed_keys(json.loads(text)):
+            found.append(f"{path.relative_to(clone)}: records {sorted(_timed_keys(json.loads(text)))}")
+    return found
+
+
+def _timed_keys(tree) -> set[str]:
+    if isinstance(tree, dict):
+        own = {k for k in tree if k in ("seconds", "timings") or k.endswith("_seconds")}
+        return own.union(*(_timed_keys(v) for v in tree.values()))
+    return set().union(*(_timed_keys(v) for v in tree)) if isinstance(tree, list) else set()
+
+
 @pytest.mark.slow(seconds=435)
 # four make/dvc runs, each with its own timeout: the suite's 900 s cap per test cut the first one short on a busy
 # 2-core machine (CI allows 90 minutes)
@@ -144,6 +171,11 @@ def test_make_demo_in_a_fresh_clone(tmp_path):
     table = json.loads((clone / "metrics" / "ablations.json").read_text())
     assert set(table["rows"]) == {"full", "no_frc", "inpainting_reference"}
     assert "| no_frc |" in (clone / "metrics" / "ablations.md").read_text()
+    # what DVC hashes holds results only: no path of this checkout, no wall seconds (those are in the run records)
+    assert checkout_bound(clone) == []
+    record = json.loads((clone / params["train"]["out_dir"] / "generalist" / "run_record.json").read_text())
+    assert len(record["timings"]) == params["train"]["generalist_steps"]
+    assert record["run_name"].startswith("generalist-")
 
     # benchmark@generalist: a paper protocol as a DVC stage (not part of the demo's targets), logged to MLflow
     bench = subprocess.run([str(venv / "bin" / "python"), "-m", "dvc", "repro", "benchmark@generalist"], cwd=clone,

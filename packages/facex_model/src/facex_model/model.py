@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ from facex_model.sd_adapter import SDAdapter
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "facex_trainable.safetensors"
-# written beside them by training (facex_train.train.fit): losses, timings, held-out loss, the clips it learned from
+# written beside them by training (facex_train.train.fit): losses, held-out loss, the clips it learned from
 TRAIN_METRICS = "train_metrics.json"
+# ... and what only that run saw: wall times, its Ray Train run name, where it resumed (.dvcignore'd: not a result)
+RUN_RECORD = "run_record.json"
 TRAINABLE_MODULES = (
     "identity_encoder",
     "region_encoder",
@@ -312,11 +315,15 @@ class FaceXModel(nn.Module):
         return self.training_loss(batch, **kwargs)
 
     # --- persistence --------------------------------------------------------------------------------------------
-    def save_pretrained(self, save_dir: str | Path) -> Path:
-        """Only the trainable part: safetensors + config.json; the backbone is referenced by `backbone_path`."""
+    def save_pretrained(self, save_dir: str | Path, relative_paths: bool = False) -> Path:
+        """Only the trainable part: safetensors + config.json; the backbone is referenced by `backbone_path`.
+
+        `relative_paths` writes the backbone's (and CLIP's) path relative to the folder where the two share a
+        directory below the filesystem's root, so that a checkout or a copy holding both stays loadable wherever it
+        lies (and writes the same bytes wherever it lies: the pipeline's DVC outputs)."""
         out = Path(save_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_json(), indent=2))
+        write_config(out, self.config, relative_paths)
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}, out / WEIGHTS_NAME
         )
@@ -324,14 +331,19 @@ class FaceXModel(nn.Module):
 
     @staticmethod
     def read_config(load_dir: str | Path) -> FaceXConfig:
-        """The config.json of a saved model folder (FileNotFoundError naming what is missing)."""
+        """The config.json of a saved model folder (FileNotFoundError naming what is missing), its relative paths
+        resolved against the folder."""
         root = Path(load_dir)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (root / name).is_file():
                 raise FileNotFoundError(
                     f"{root / name} is missing: is {root} a folder written by FaceXModel.save_pretrained?"
                 )
-        return FaceXConfig.from_json(json.loads((root / CONFIG_NAME).read_text()))
+        data = json.loads((root / CONFIG_NAME).read_text())
+        for key in PATH_FIELDS:
+            if data.get(key) is not None and not Path(data[key]).is_absolute():
+                data[key] = os.path.normpath(Path(os.path.abspath(root)) / data[key])
+        return FaceXConfig.from_json(data)
 
     def load_trainable(self, load_dir: str | Path) -> FaceXModel:
         """Copy a saved trainable part (``facex_trainable.safetensors``) into this model; every key must match."""
@@ -366,6 +378,26 @@ class FaceXModel(nn.Module):
         elif clip_path is not None:
             config_changes = {"clip_path": str(clip_path), **config_changes}
         return cls(dataclasses.replace(config, **config_changes), backbone=backbone).load_trainable(load_dir)
+
+
+PATH_FIELDS = ("backbone_path", "clip_path")  # config.json fields naming folders (relative ones: to config.json's)
+
+
+def write_config(folder: str | Path, config: FaceXConfig, relative_paths: bool = False) -> Path:
+    """Write `config` as `folder`/config.json; with `relative_paths`, each path field that shares a directory other
+    than the filesystem's root with `folder` is written relative to it (FaceXModel.read_config resolves it back)."""
+    data = config.to_json()
+    if relative_paths:
+        base = os.path.abspath(folder)
+        for key in PATH_FIELDS:
+            if data.get(key) is None:
+                continue
+            target = os.path.abspath(data[key])
+            if os.path.commonpath([target, base]) != Path(target).anchor:
+                data[key] = Path(os.path.relpath(target, base)).as_posix()
+    path = Path(folder) / CONFIG_NAME
+    path.write_text(json.dumps(data, indent=2))
+    return path
 
 
 def sample_timesteps(

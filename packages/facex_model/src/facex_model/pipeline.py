@@ -158,7 +158,8 @@ class FaceXPipeline:
         """Load a model folder (FaceXModel.save_pretrained) or a registry URI `models:/<name>@<alias>` (MLflow).
 
         `backbone_path` puts another SD-1.5-architecture U-Net/VAE under the trained part (animation/stylisation), or
-        says where the model's own backbone is on this machine when config.json's (absolute) path is not.
+        says where the model's own backbone is on this machine when config.json's path does not lead to it (a path
+        relative to the model folder, as the pipeline writes them, leads there while the two move together).
         """
         folder = resolve_model(model)
         if backbone_path is None:

@@ -1,8 +1,9 @@
 """FaceX as an MLflow pyfunc model: what the register stage logs and what `models:/facex-swap@champion` resolves to.
 
 The logged artifacts are the model folder (config.json + facex_trainable.safetensors); the frozen SD backbone is
-referenced by the path in config.json, never copied. `predict` takes a DataFrame (or a dict / list of dicts) with
-one row per request:
+referenced by the path in config.json, never copied (a folder whose config.json names it relative to itself, as
+the pipeline's training stages write them, is logged with that path made absolute). `predict` takes a DataFrame
+(or a dict / list of dicts) with one row per request:
 
     task     swap | headswap | reenact | edit | inpaint | animate
     source   path or base64 image (not needed for inpaint)
@@ -27,6 +28,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import shutil
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -229,8 +233,24 @@ def decode_png(data: str) -> Image.Image:
 def log_model(
     model_dir: Path, artifact_path: str, registered_model_name: str | None = None
 ) -> mlflow.models.model.ModelInfo:
-    """Log a saved FaceX model folder as a pyfunc model in the active run (registering it when a name is given)."""
+    """Log a saved FaceX model folder as a pyfunc model in the active run (registering it when a name is given).
+
+    A folder whose config.json names its backbone relative to itself is logged as a copy naming it by its absolute
+    path: the logged copy lies elsewhere, and on this machine it still finds the backbone without a model_config."""
+    from facex_model.model import CONFIG_NAME, PATH_FIELDS, FaceXModel, write_config
+
     model_dir = find_model_dir(Path(model_dir))
+    written = json.loads((model_dir / CONFIG_NAME).read_text())
+    if not any(written.get(key) is not None and not Path(written[key]).is_absolute() for key in PATH_FIELDS):
+        return _log_folder(model_dir, artifact_path, registered_model_name)
+    with tempfile.TemporaryDirectory(prefix="facex-log-") as tmp:
+        copy = Path(tmp) / model_dir.name
+        shutil.copytree(model_dir, copy)
+        write_config(copy, FaceXModel.read_config(model_dir))
+        return _log_folder(copy, artifact_path, registered_model_name)
+
+
+def _log_folder(model_dir: Path, artifact_path: str, name: str | None) -> mlflow.models.model.ModelInfo:
     import diffusers
     import torch
 
@@ -238,7 +258,7 @@ def log_model(
         name=artifact_path,
         python_model=FaceXPyfunc(),
         artifacts={ARTIFACT_KEY: str(model_dir)},
-        registered_model_name=registered_model_name,
+        registered_model_name=name,
         model_config=dict(LOAD_OPTIONS),  # declared here, so that a loader may set them (MLflow ignores others)
         pip_requirements=[
             f"torch=={torch.__version__.split('+')[0]}",

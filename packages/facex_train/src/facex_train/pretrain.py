@@ -16,7 +16,9 @@ clip_vision/``, which :func:`facex_model.backbone.load_backbone` loads) on the f
 3. the CLIP vision tower stays random: FaceX finetunes it (``train.model.train_vision_encoder``).
 
 Both use horizontal flips; everything is seeded. ``pretrain_metrics.json`` records the held-out round-trip PSNR of
-the VAE and the held-out denoising loss of the U-Net (against 1.0, the loss of predicting no noise).
+the VAE and the held-out denoising loss of the U-Net (against 1.0, the loss of predicting no noise), and the shards
+by their path relative to the output folder (the same bytes in every checkout); ``run_record.json`` beside it each
+phase's wall seconds (.dvcignore'd: a record of the run, not a result).
 
 Each phase saves its state every ``checkpoint_every`` steps under ``checkpoint_dir`` (:class:`PhaseCheckpoint`),
 named by a hash of what shapes it (its settings, the training crops, the pretraining code; the U-Net's also by the
@@ -49,6 +51,7 @@ from facex_train.config import AutoencoderConfig, DenoiserConfig, PretrainConfig
 from facex_train.optim_state import flatten_optimizer, unflatten_optimizer
 
 METRICS_FILE = "pretrain_metrics.json"
+RUN_RECORD = "run_record.json"  # the phases' wall seconds; .dvcignore'd, as training's (facex_model.model)
 
 
 def face_crops(shard_dir: Path, clips: set[str], resolution: int) -> torch.Tensor:
@@ -372,17 +375,27 @@ def pretrain(cfg: PretrainConfig, holdout_every: int, progress: bool = True) -> 
         "heldout_crops": len(held),
         "vae": {"params": sum(p.numel() for p in vae.parameters()), "scaling_factor": vae.config.scaling_factor,
                 "heldout_roundtrip_psnr": roundtrip_psnr(vae, held), "train_roundtrip_psnr": roundtrip_psnr(vae, train),
-                "final_loss": vae_losses[-1], "seconds": round(vae_seconds, 1)},
+                "final_loss": vae_losses[-1]},
         "unet": {"params": sum(p.numel() for p in unet.parameters()),
                  "heldout_denoising_loss": heldout_denoising_loss(unet, vae, held, cfg.unet),
                  "heldout_denoising_loss_captioned": heldout_denoising_loss(unet, vae, held, cfg.unet, captions),
-                 "final_loss": unet_losses[-1], "seconds": round(time.monotonic() - started - vae_seconds, 1)},
-        "config": json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in cfg.NOT_SHAPING},
-                                        default=str)),
+                 "final_loss": unet_losses[-1]},
+        "config": json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in cfg.NOT_SHAPING}
+                                        | {"shards": _relative(cfg.shards, out)}, default=str)),
     }  # fmt: skip
+    seconds = {"vae_seconds": round(vae_seconds, 1), "unet_seconds": round(time.monotonic() - started - vae_seconds, 1)}
     save_backbone(out, vae, unet, cfg.seed)
     (out / METRICS_FILE).write_text(json.dumps(_finite(metrics), indent=1) + "\n")
-    return metrics
+    (out / RUN_RECORD).write_text(json.dumps(seconds, indent=1) + "\n")
+    return metrics | {"seconds": seconds}
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """`path` relative to `folder` (as / paths), or absolute where the two share no directory below the root."""
+    target, base = os.path.abspath(path), os.path.abspath(folder)
+    if os.path.commonpath([target, base]) == Path(target).anchor:
+        return Path(target).as_posix()
+    return Path(os.path.relpath(target, base)).as_posix()
 
 
 def _finite(tree):

@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from facex_data.paths import InputPath
 from facex_model import features
-from facex_model.model import CONFIG_NAME, TRAIN_METRICS, WEIGHTS_NAME, FaceXConfig, FaceXModel
+from facex_model.model import RUN_RECORD, TRAIN_METRICS, WEIGHTS_NAME, FaceXConfig, FaceXModel, write_config
 from facex_train.code import closure_digest
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
 from facex_train.latent_cache import LatentCache
@@ -598,20 +598,25 @@ def fit(job: TrainJob) -> dict[str, Any]:
     with result.checkpoint.as_directory() as folder:
         folder = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copy2(folder / name, out / name)
+        shutil.copy2(folder / WEIGHTS_NAME, out / WEIGHTS_NAME)
+        # the backbone named relative to the model folder: the same bytes in every checkout (DVC's hashes)
+        write_config(out, FaceXModel.read_config(folder), relative_paths=True)
         state = json.loads((folder / STATE_JSON).read_text())
     metrics = dict(result.metrics or {})
-    summary = {
+    results = {
         "name": job.name,
         "task": job.task,
         "steps": state["step"],
         "losses": state["losses"],
-        "resumed_at": state.get("resumes", []),
-        "timings": state.get("timings", []),
         "heldout_loss": metrics.get("heldout_loss"),
-        "run_name": run_name,
         "clips": training_clips(job),
     }
-    (out / TRAIN_METRICS).write_text(json.dumps(summary, indent=1) + "\n")
+    record = {  # this run's own: wall times and identity, apart from the results (RUN_RECORD is .dvcignore'd)
+        "run_name": run_name,
+        "resumed_at": state.get("resumes", []),
+        "timings": state.get("timings", []),  # rank 0, the last attempt: [step seconds, data seconds] per step
+    }
+    (out / TRAIN_METRICS).write_text(json.dumps(results, indent=1) + "\n")
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    summary = {**results, **record}
     return summary
