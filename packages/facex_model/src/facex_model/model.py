@@ -21,6 +21,7 @@ from diffusers.training_utils import compute_density_for_timestep_sampling, comp
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from facex_data.paths import relative_path
 from facex_model.backbone import Backbone, load_backbone
 from facex_model.ford import IdentityEncoder, RegionEncoder, default_fpn_layers
 from facex_model.fors import (
@@ -388,13 +389,7 @@ def write_config(folder: str | Path, config: FaceXConfig, relative_paths: bool =
     than the filesystem's root with `folder` is written relative to it (FaceXModel.read_config resolves it back)."""
     data = config.to_json()
     if relative_paths:
-        base = os.path.abspath(folder)
-        for key in PATH_FIELDS:
-            if data.get(key) is None:
-                continue
-            target = os.path.abspath(data[key])
-            if os.path.commonpath([target, base]) != Path(target).anchor:
-                data[key] = Path(os.path.relpath(target, base)).as_posix()
+        data |= {key: relative_path(data[key], folder) for key in PATH_FIELDS if data.get(key) is not None}
     path = Path(folder) / CONFIG_NAME
     path.write_text(json.dumps(data, indent=2))
     return path

@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from facex_data.layout import holdout_clips, shards_of_clips, written_clips
+from facex_data.paths import relative_path
 from facex_data.shards import decode_arrays, iter_samples
 from facex_model.backbone import CLIP_SUBFOLDER, sd15_scheduler_config, tiny_clip_vision_config
 from facex_model.features import image_tensor
@@ -381,21 +382,13 @@ def pretrain(cfg: PretrainConfig, holdout_every: int, progress: bool = True) -> 
                  "heldout_denoising_loss_captioned": heldout_denoising_loss(unet, vae, held, cfg.unet, captions),
                  "final_loss": unet_losses[-1]},
         "config": json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in cfg.NOT_SHAPING}
-                                        | {"shards": _relative(cfg.shards, out)}, default=str)),
+                                        | {"shards": relative_path(cfg.shards, out)}, default=str)),
     }  # fmt: skip
     seconds = {"vae_seconds": round(vae_seconds, 1), "unet_seconds": round(time.monotonic() - started - vae_seconds, 1)}
     save_backbone(out, vae, unet, cfg.seed)
     (out / METRICS_FILE).write_text(json.dumps(_finite(metrics), indent=1) + "\n")
     (out / RUN_RECORD).write_text(json.dumps(seconds, indent=1) + "\n")
     return metrics | {"seconds": seconds}
-
-
-def _relative(path: Path, folder: Path) -> str:
-    """`path` relative to `folder` (as / paths), or absolute where the two share no directory below the root."""
-    target, base = os.path.abspath(path), os.path.abspath(folder)
-    if os.path.commonpath([target, base]) == Path(target).anchor:
-        return Path(target).as_posix()
-    return Path(os.path.relpath(target, base)).as_posix()
 
 
 def _finite(tree):
