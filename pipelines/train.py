@@ -124,6 +124,20 @@ def build_job(params: Params, stage: str, out_dir: Path | None = None) -> tuple:
     return job, run_params
 
 
+def _tracked(run_id: str) -> bool:
+    """Whether the active tracking store holds this run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", help="generalist, or a specialist named in train.specialist_steps")
@@ -150,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     local = "://" not in job.storage_path
     resume_file = Path(job.storage_path) / job.run_name() / "mlflow_run_id"
     run_id = resume_file.read_text().strip() if local and resume_file.is_file() else None
+    if run_id is not None and not _tracked(run_id):
+        print(f"{resume_file} names MLflow run {run_id}, which {job.tracking_uri} does not hold (a new or another "
+              "tracking store): the resumed training logs to a new run", file=sys.stderr)  # fmt: skip
+        run_id = None
     with mlflow.start_run(run_id=run_id, experiment_id=experiment, run_name=args.stage) as run:
         if local:
             resume_file.parent.mkdir(parents=True, exist_ok=True)

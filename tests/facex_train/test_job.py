@@ -152,3 +152,33 @@ def test_a_training_stage_beside_a_ray_start_cluster_runs_on_its_own_ray_and_kee
                             "Failed to register placement group with cleaner", "Failed to query Ray Train Controller",
                             "FailurePolicy"):  # fmt: skip
                 assert symptom not in out, out[-3000:]
+
+
+def test_the_run_name_follows_what_the_input_folders_hold(tmp_path):
+    """Retraining the backbone (or a specialist's generalist) under the same path must not resume the old run: its
+    final checkpoint would come back as the new model. The runs' own records (wall seconds) are not content."""
+    backbone, shards, generalist = tmp_path / "backbone", tmp_path / "shards", tmp_path / "generalist"
+    for folder in (backbone / "unet", shards, generalist):
+        folder.mkdir(parents=True)
+    weights = backbone / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(bytes(3 << 20))  # 3 MiB: its middle is not read
+    (shards / "shard-000000.tar").write_bytes(b"tar")
+    (generalist / "model.safetensors").write_bytes(b"weights-1")
+
+    def job(**changes):
+        config = TrainConfig(shards=InputPath(shards), backbone=backbone)
+        return dataclasses.replace(_job(), train=config, name="swap", **{"init_from": str(generalist), **changes})
+
+    base = job().run_name()
+    (backbone / "run_record.json").write_text('{"vae_seconds": 1}')
+    (shards / "runs.jsonl").write_text("{}\n")
+    (generalist / "run_record.json").write_text('{"timings": []}')
+    assert job().run_name() == base
+    data = bytearray(weights.read_bytes())
+    data[-1] = 1  # a retrained backbone of the same architecture: same size, other bytes
+    weights.write_bytes(bytes(data))
+    changed = job().run_name()
+    assert changed != base
+    (generalist / "model.safetensors").write_bytes(b"weights-2")  # the generalist retrained
+    assert job().run_name() not in (base, changed)
+    assert job(init_from=None).run_name() != job().run_name()

@@ -104,15 +104,50 @@ class TrainJob:
         return cls(**data, train=TrainConfig(**train), compute=ComputeConfig(**compute))
 
     def run_name(self) -> str:
-        """Ray Train run name: stage + a hash of the settings that shape the trajectory and of the code."""
+        """Ray Train run name: stage + a hash of the settings that shape the trajectory, of the code, and of what the
+        input folders hold (shards, backbone, vision encoder, the `init_from` model): a job whose paths stay the same
+        while the backbone or the generalist under them was retrained gets a new name, instead of resuming (and
+        returning) the old run's final checkpoint."""
         shaping = {k: v for k, v in self.to_json().items() if k not in _NOT_SHAPING}
         shaping["train"] = {k: v for k, v in shaping["train"].items() if k not in TrainConfig.NOT_SHAPING}
         digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode())
         digest.update(closure_digest(TRAJECTORY_ROOTS).encode())
+        inputs = (self.train.shards, self.train.backbone, self.train.vision_encoder, self.init_from)
+        for path in inputs:
+            digest.update(content_digest(path).encode())
         return f"{self.name}-{digest.hexdigest()[:12]}"
 
 
 _NOT_SHAPING = {"model_dir", "storage_path", "tracking_uri", "mlflow_run_id"}
+# files inside an input folder that are no part of its content: the runs' own records, which .dvcignore keeps out of
+# DVC's hashes for the same reason (wall seconds, run names)
+_NOT_CONTENT = frozenset({"runs.jsonl", RUN_RECORD})
+_SAMPLE = 1 << 20
+
+
+def content_digest(path: str | os.PathLike | None) -> str:
+    """sha256 over what a file or folder holds: each file's relative path, size, and its first and last MiB (the
+    whole of a small file; of an SD-1.5 weight file, its header and the first and last tensors' bytes, which any
+    retraining changes), without reading gigabytes at every start. A missing path or none digests as its name."""
+    digest = hashlib.sha256(str(path).encode())
+    if path is None or "://" in str(path) or not Path(path).exists():
+        return digest.hexdigest()
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        if file.name in _NOT_CONTENT:
+            continue
+        size = file.stat().st_size
+        name = file.name if file == root else file.relative_to(root).as_posix()
+        digest.update(f"{name}:{size}".encode())
+        with open(file, "rb") as handle:
+            digest.update(handle.read(_SAMPLE))
+            if size > _SAMPLE:
+                handle.seek(max(_SAMPLE, size - _SAMPLE))
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
 # the modules whose code shapes a training trajectory: everything this module imports, read from the code
 # (the same closure the dvc.yaml test checks the training stages' deps against)
 TRAJECTORY_ROOTS = ("facex_train.train",)
