@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # a resumed job continues its MLflow run (the id is kept beside the checkpoints when they are local)
     local = "://" not in job.storage_path
-    resume_file = Path(job.storage_path) / job.run_name() / "mlflow_run_id"
+    run_name = job.run_name()  # reads the input folders' ends: once here (fit names the Ray run the same way)
+    resume_file = Path(job.storage_path) / run_name / "mlflow_run_id"
     run_id = resume_file.read_text().strip() if local and resume_file.is_file() else None
     if run_id is not None and not _tracked(run_id):
         print(f"{resume_file} names MLflow run {run_id}, which {job.tracking_uri} does not hold (a new or another "
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_params(run_params)
             mlflow.set_tags(
                 {"git_commit": git_commit(), "dvc.shards_md5": dvc_hash(job.train.shards), "facex.stage": args.stage,
-                 "ray_train.run_name": job.run_name()}
+                 "ray_train.run_name": run_name}
             )  # fmt: skip
         job.mlflow_run_id = run.info.run_id
         with ray_session(job.compute.num_workers):
