@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary.get("heldout_loss") is not None:
             mlflow.log_metric("final_heldout_loss", summary["heldout_loss"])
         mlflow.log_artifacts(job.model_dir, artifact_path="model")
-    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "timings")}, indent=1))
     print(f"model in {job.model_dir}; MLflow run {run.info.run_id} in {job.tracking_uri}")
     return 0
 

@@ -143,6 +143,35 @@ def test_shard_cache_reads_each_tar_once_and_keeps_the_stream(train_shards, monk
         assert a[POSITION] == b[POSITION] and torch.equal(a["source_image"], b["source_image"])
 
 
+def test_kept_frames_decode_once_within_budget_and_keep_the_stream(train_shards, monkeypatch):
+    from facex_train import pairs as data
+
+    decodes, real = [], data.decode_arrays
+
+    def counted(raw):
+        decodes.append(raw["__key__"])
+        return real(raw)
+
+    monkeypatch.setattr(data, "decode_arrays", counted)
+    streams, counts = {}, {}
+    for cache_mb, decoded_mb in ((0, 256), (512, 0), (512, 256), (512, 0.01)):
+        decodes.clear()
+        config = PairConfig(resolution=16, pairs_per_clip=2, cache_mb=cache_mb, decoded_cache_mb=decoded_mb)
+        loader = iter(pair_loader(train_shards, config, 2))
+        streams[cache_mb, decoded_mb] = [next(loader) for _ in range(12)]  # several epochs of this small set
+        counts[cache_mb, decoded_mb] = (len(decodes), len(set(decodes)))
+    assert counts[0, 256] == counts[512, 0]  # streamed shards, or no room: every pair decodes both frames
+    total, distinct = counts[512, 256]
+    assert total < counts[512, 0][0]  # kept frames decode once: in the first epoch (read), then once more, kept
+    assert total <= 2 * distinct
+    assert counts[512, 256][0] < counts[512, 0.01][0] < counts[512, 0][0]  # a budget of a few frames keeps a few
+    reference = streams[0, 256]
+    for stream in streams.values():
+        for a, b in zip(reference, stream, strict=True):
+            assert a[POSITION] == b[POSITION]
+            assert all(torch.equal(a[key], b[key]) for key in a if key != POSITION)
+
+
 @pytest.mark.slow(seconds=65)
 def test_two_workers_learn_and_checkpoint(uninterrupted, tiny_backbone, train_shards):
     job, losses, weights = uninterrupted

@@ -137,12 +137,14 @@ class TrainConfig:
     max_failures: int = 2  # worker failures Ray Train retries from the last checkpoint
     prefetch: bool = True  # decode pairs in a DataLoader process ahead of the step (off on a CPU-only box)
     cache_mb: int = 512  # per reader: keep raw shard bytes in memory across epochs when they fit (0 = re-read)
+    decoded_cache_mb: int = 256  # per reader: and the decoded inputs of those kept frames (0 = decode every time)
     latent_cache_mb: int = 256  # per worker: the frozen VAE's posterior of each target crop, encoded once (0 = every
     # step); shards with precomputed latents need none (facex_train.latent_cache)
 
     # settings that change where results go or how a run is watched, not the trajectory it follows
     NOT_SHAPING = ("out_dir", "checkpoint_dir", "checkpoint_every", "num_to_keep", "log_every", "image_every",
-                   "preview_steps", "max_failures", "prefetch", "cache_mb")  # fmt: skip
+                   "preview_steps", "max_failures", "prefetch", "cache_mb",
+                   "decoded_cache_mb")  # fmt: skip
 
     @property
     def logit_normal(self) -> tuple[float, float] | None:

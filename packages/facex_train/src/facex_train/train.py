@@ -343,7 +343,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ddp = ray.train.torch.prepare_model(model)
     pairs = PairConfig(
         resolution=train.resolution, min_gap=train.min_gap, max_gap=train.max_gap, pairs_per_clip=train.pairs_per_clip,
-        seed=train.seed, cache_mb=train.cache_mb,
+        seed=train.seed, cache_mb=train.cache_mb, decoded_cache_mb=train.decoded_cache_mb,
     )  # fmt: skip
     loader = pair_loader(
         str(train.shards), pairs, job.micro_batch, set(job.holdout), rank, world, position, train.prefetch
