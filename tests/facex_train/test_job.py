@@ -16,7 +16,7 @@ from facex_data.paths import InputPath
 from facex_model.model import FaceXConfig
 from facex_train.code import module_closure
 from facex_train.config import ComputeConfig, ModelConfig, TrainConfig
-from facex_train.train import TRAJECTORY_ROOTS, TrainJob
+from facex_train.train import LOCAL_POLL_INTERVAL_S, POLL_INTERVAL_ENV, TRAJECTORY_ROOTS, TrainJob
 from tests.helpers import ray_head
 
 
@@ -83,13 +83,31 @@ def test_a_local_ray_session_serves_the_state_api_on_localhost_only_and_ends_wit
     from facex_train.train import ray_session
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
     assert not ray.is_initialized()
     with ray_session(num_workers=1) as context:
         assert ray.is_initialized()
         # raises RayStateApiException without a dashboard
         assert isinstance(list_actors(address=context.address_info["address"]), list)
         assert context.address_info["webui_url"].split(":")[0] == "127.0.0.1", context.address_info
+        assert os.environ[POLL_INTERVAL_ENV] == LOCAL_POLL_INTERVAL_S  # Ray Train reads it when a run starts
     assert not ray.is_initialized()
+    assert POLL_INTERVAL_ENV not in os.environ  # the stage's setting ends with the stage
+
+
+def test_a_local_ray_session_polls_at_the_users_interval_where_one_is_set(monkeypatch):
+    import ray
+
+    from facex_train.train import ray_session
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv(POLL_INTERVAL_ENV, "3")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: "context")
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with ray_session(num_workers=2):
+        assert os.environ[POLL_INTERVAL_ENV] == "3"
+    assert os.environ[POLL_INTERVAL_ENV] == "3"
 
 
 def test_a_ray_session_connects_to_the_cluster_a_job_was_submitted_to_without_sizing_it(monkeypatch):
@@ -103,10 +121,12 @@ def test_a_ray_session_connects_to_the_cluster_a_job_was_submitted_to_without_si
     monkeypatch.setattr(ray, "is_initialized", lambda: bool(calls) and calls[-1] != "shutdown")
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs) or "context")
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
     with ray_session(num_workers=4) as context:
         with ray_session(num_workers=4) as inner:  # inside a running session: used as it is
             assert inner is None
         assert context == "context"
+        assert POLL_INTERVAL_ENV not in os.environ  # a cluster's Ray Train keeps its own polling
     assert calls == [{"log_to_driver": True}, "shutdown"]
 
 
@@ -118,6 +138,8 @@ from ray.train.torch import TorchTrainer
 from facex_train.train import ray_session
 
 def loop(config):
+    import os
+    print("workers polled every", os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"], flush=True)
     time.sleep(6)  # the placement-group cleaner checks its controller about once a second meanwhile
     ray.train.report({"done": 1})
 
@@ -148,6 +170,7 @@ def test_a_training_stage_beside_a_ray_start_cluster_runs_on_its_own_ray_and_kee
             out = run.stdout + run.stderr
             assert run.returncode == 0, out[-3000:]
             assert "finished, error: None" in run.stdout
+            assert "workers polled every 0.5" in out  # the session's interval reached Ray Train's processes
             for symptom in ("Found multiple active Ray instances", "is dead. Cleaning up placement group",
                             "Failed to register placement group with cleaner", "Failed to query Ray Train Controller",
                             "FailurePolicy"):  # fmt: skip
