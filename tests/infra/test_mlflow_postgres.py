@@ -39,9 +39,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# util-linux's runuser is in /usr/sbin, which a trimmed PATH (a CI job's, `env PATH=/usr/bin:/bin`) leaves out
+RUNUSER = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def as_postgres(cmd: list[str]) -> list[str]:
     # the server refuses to run as root; Debian's package creates the `postgres` user
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+    if os.geteuid() != 0:
+        return cmd
+    if RUNUSER is None:
+        raise RuntimeError("root starts PostgreSQL as the `postgres` user with util-linux's runuser: not found")
+    return [RUNUSER, "-u", "postgres", "--", *cmd]
 
 
 @pytest.fixture(scope="module")
